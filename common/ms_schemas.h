@@ -9,5 +9,7 @@ typedef struct ms_schema_src {
 } ms_schema_src_t;
 
 extern const ms_schema_src_t ms_schema_srcs[];
+/* SQL migrations from schemas/sql, applied in name order by ms_pg_migrate. */
+extern const ms_schema_src_t ms_migration_srcs[];
 
 #endif

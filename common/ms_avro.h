@@ -24,7 +24,8 @@
 typedef struct ms_avro ms_avro_t;
 
 /* registry_url may be NULL (single-object encoding). */
-int ms_avro_new(const char *registry_url, ms_avro_t **out, char *errstr, size_t errstr_size);
+int ms_avro_new(const char *registry_url, ms_avro_t **out, char *errstr,
+                size_t errstr_size);
 void ms_avro_destroy(ms_avro_t *codec);
 
 /* Registers an extra writer schema (JSON text) under its fingerprint so that
@@ -33,15 +34,27 @@ void ms_avro_destroy(ms_avro_t *codec);
 int ms_avro_add_writer_schema(ms_avro_t *codec, const char *schema_json, char *errstr,
                               size_t errstr_size);
 
+/* Maps a Confluent schema id to a schema (JSON text) without asking the
+ * registry, as if the registry had returned it for that id.  Meant for tests
+ * and for pre-seeding a codec; a mapping that exists is kept. */
+int ms_avro_register_id(ms_avro_t *codec, int32_t id, const char *schema_json,
+                        char *errstr, size_t errstr_size);
+
 /* Encodes value (borrowed) as schema `name` ("SyncEvent", ...).  topic is used
  * for the registry subject "<topic>-value" (TopicNameStrategy) and may be NULL
- * without a registry.  *out is malloc'ed; the caller frees it. */
+ * without a registry.  *out is malloc'ed; the caller frees it.  Returns
+ * MS_ERR_GENERIC (with the field path in errstr) when value does not fit the
+ * schema or the registry refuses the schema, MS_ERR_HTTP when the registry
+ * cannot be reached or fails (transient: retry). */
 int ms_avro_encode(ms_avro_t *codec, const char *name, const char *topic, json_t *value,
-                   unsigned char **out, size_t *out_len, char *errstr, size_t errstr_size);
+                   unsigned char **out, size_t *out_len, char *errstr,
+                   size_t errstr_size);
 
 /* Decodes buf with reader schema `name`.  *out is a new reference. Returns
  * MS_ERR_DECODE with a message for unknown framing, unknown fingerprint/id,
- * truncated or invalid data. */
+ * truncated or invalid data (a poison message: dead-letter it).  Returns
+ * MS_ERR_HTTP when a schema id had to be fetched and the registry could not
+ * answer (transient: retry, do not dead-letter). */
 int ms_avro_decode(ms_avro_t *codec, const char *name, const void *buf, size_t len,
                    json_t **out, char *errstr, size_t errstr_size);
 

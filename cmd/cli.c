@@ -130,7 +130,7 @@ static void progress_bar(long long done, long long total, const char *state)
         fflush(stderr);
 }
 
-static int wait_for_job(const ms_conf_t *conf, const char *request_id, int json_out,
+int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
                         int timeout_s)
 {
         char err[1024];
@@ -320,7 +320,7 @@ int ms_cli_trigger(const ms_conf_t *conf, int argc, char **argv)
                         printf("request %s published\n", rid);
                 return 0;
         }
-        return wait_for_job(conf, rid, json_out, timeout);
+        return ms_cli_wait_job(conf, rid, json_out, timeout);
 }
 
 static int print_rows_json(PGresult *r)

@@ -17,6 +17,11 @@ int ms_cli_schedule(const ms_conf_t *conf, int argc, char **argv);
 int ms_cli_topics(const ms_conf_t *conf, int argc, char **argv);
 int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0);
 
+/* Follows a published request until its job ends; prints the summary (JSON
+ * with json_out).  Returns the exit code as for `trigger --wait`. */
+int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
+                    int timeout_s);
+
 /* Publishes one SyncRequested (value borrowed) keyed by its org_id. */
 int ms_cli_publish_request(const ms_conf_t *conf, json_t *req, char *errstr,
                            size_t errstr_size);

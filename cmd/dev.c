@@ -267,6 +267,27 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                 if (wrc != 0)
                         rc = 1;
         }
+        /* The summaries come from the job rows; give the relay and the
+         * projector a moment to bring the status rows level before stopping,
+         * so `membersync status` afterwards shows the finished syncs. */
+        PGconn *wpg = ms_pg_connect(conf->pg_dsn, "dev", err, sizeof(err));
+        for (int i = 0; wpg && i < 100 && !ms_stop; i++) {
+                PGresult *r = NULL;
+                const char *p[] = {org};
+                if (ms_pg_exec(wpg,
+                               "SELECT (SELECT count(*) FROM membersync.outbox) + (SELECT "
+                               "count(*) FROM membersync.sync_status WHERE org_id = $1 AND "
+                               "state IN ('QUEUED', 'RUNNING'))",
+                               1, p, &r, err, sizeof(err)) == 0 &&
+                    strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
+                        PQclear(r);
+                        break;
+                }
+                PQclear(r);
+                ms_sleep_ms(100);
+        }
+        if (wpg)
+                PQfinish(wpg);
         if (serve && !ms_stop) {
                 fprintf(stderr, "dev: roles keep running; Ctrl-C to stop\n");
                 while (!ms_stop)

@@ -46,6 +46,12 @@ int ms_canon_record(ms_system_t sys, const json_t *rec, int32_t today_days,
                     ms_canon_result_t *out);
 void ms_canon_result_clear(ms_canon_result_t *r);
 
+/* Marks a result DUPLICATE_ID: the caller saw its external id earlier in the
+ * same job (a record with an error but a valid id counts as seen).  Drops the
+ * member and the warnings, keeps external_id.  A MISSING_ID result is left
+ * as it is, since MISSING_ID comes first. */
+void ms_canon_result_set_duplicate(ms_canon_result_t *r);
+
 /* The record's external id as the canonical string, or NULL (malloc'ed). */
 char *ms_canon_external_id(ms_system_t sys, const json_t *rec);
 

@@ -48,6 +48,22 @@ typedef struct ms_gateway_conf {
         void *idle_opaque;
 } ms_gateway_conf_t;
 
+/* Notes on ms_gateway_conf_t (implementation in ms_gateway.c):
+ * - Zero (or negative) fields get defaults: page_size 100, connect_timeout_ms
+ *   10000, timeout_ms 60000, backoff_base_ms 500, backoff_max_ms 30000,
+ *   retry_after_cap_ms 60000, max_response_bytes 64 MiB; max_retries < 0 is
+ *   0; max_rps <= 0 means no cap.
+ * - idle_cb also runs every 100-200 ms while a transfer is in flight, so a
+ *   hanging server neither stalls the consumer nor blocks cancellation.
+ * - A 503 with Retry-After is honoured like a 429.  Other 4xx than
+ *   401/403/429/408 end the call with MS_ERR_HTTP (no retry); so do TLS
+ *   failures.  A cancelled call returns MS_ERR_GENERIC with "cancelled".
+ * - A page body that is not the documented shape (or not JSON) is retried;
+ *   after the last retry it is MS_ERR_BAD_PAGE.
+ * - Loop detection also fails a page whose records equal the previous
+ *   page's (a page that did not advance), and a Consio body whose "page"
+ *   differs from the page asked for. */
+
 typedef struct ms_gateway_stats {
         int64_t requests;          /* HTTP requests sent, retries included */
         int64_t pages;             /* pages returned to the caller */

@@ -13,6 +13,7 @@
  * replaced instance: its next page transaction finds it no longer owns the
  * job and stops. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "ms_kafka.h"
 #include "ms_log.h"
 #include "ms_pg.h"
+#include "ms_prefetch.h"
 #include "ms_roles.h"
 #include "ms_util.h"
 
@@ -55,6 +57,9 @@ typedef struct job {
         int64_t last_progress_ms;
         int64_t last_heartbeat_ms;
         int32_t today_days;
+        atomic_int cancel_fetch; /* set to stop the prefetch thread */
+        /* Where this run's time went (ms), logged when the job ends. */
+        int64_t t_fetch, t_process, t_commit;
 } job_t;
 
 /* A small open-addressing set of strings for one page: duplicate ids within
@@ -719,6 +724,7 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
         json_t *msg = NULL;
         PGresult *jr = NULL;
         ms_gateway_t *gw = NULL;
+        ms_prefetch_t *pf = NULL;
         char *secret = NULL;
         size_t secret_len = 0;
         int rc = ms_avro_decode(ctx->codec, "SyncJob", m->payload, m->len, &msg, errstr,
@@ -771,8 +777,8 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                                 .retry_after_cap_ms = ctx->conf->conn_retry_after_cap_ms,
                                 .max_response_bytes = (size_t)ctx->conf->conn_max_response_mb
                                                       << 20,
-                                .idle_cb = idle_cb,
-                                .idle_opaque = &j};
+                                .idle_cb = ms_prefetch_idle_cb,
+                                .idle_opaque = &j.cancel_fetch};
         char gerr[512] = "";
         if (!gc.base_url || ms_pg_str(jr, 0, "enabled")[0] != 't') {
                 snprintf(failure, sizeof(failure), "integration is not configured or disabled");
@@ -781,11 +787,20 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                    (rc = ms_gateway_new(&gc, &gw, gerr, sizeof(gerr)))) {
                 snprintf(failure, sizeof(failure), "%s", gerr);
         }
+        if (!failure[0] && !j.fetch_complete &&
+            ms_prefetch_start(gw, j.checkpoint, &j.cancel_fetch, &pf, gerr, sizeof(gerr)))
+                snprintf(failure, sizeof(failure), "%s", gerr);
+        int64_t t0 = ms_mono_ms();
         while (!failure[0] && !j.fetch_complete) {
                 ms_page_t page = {0};
-                int64_t t0 = ms_mono_ms();
-                rc = ms_gateway_fetch_page(gw, j.checkpoint, &page, gerr, sizeof(gerr));
-                if (ms_consumer_keepalive(c)) {
+                /* Wait for the prefetched page in short slices, serving the
+                 * consumer group and the job's heartbeat meanwhile. */
+                while ((rc = ms_prefetch_next(pf, 100, &page, gerr, sizeof(gerr))) ==
+                       MS_PREFETCH_TIMEOUT) {
+                        if (idle_cb(&j))
+                                break;
+                }
+                if (rc == MS_PREFETCH_TIMEOUT || ms_consumer_keepalive(c)) {
                         ms_page_clear(&page);
                         rc = MS_CONSUMER_INTERRUPTED;
                         ms_log_info("job %s interrupted; it resumes from its checkpoint",
@@ -798,17 +813,17 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                         break;
                 }
                 size_t n = json_array_size(page.items);
-                double secs = (double)(ms_mono_ms() - t0) / 1000.0;
-                if (rc == 0 && (rc = ms_pg_begin(pg, errstr, errstr_size)) == 0) {
+                int64_t t1 = ms_mono_ms();
+                j.t_fetch += t1 - t0;
+                if ((rc = ms_pg_begin(pg, errstr, errstr_size)) == 0) {
                         if (page.total_count >= 0)
                                 j.source_total = page.total_count;
                         rc = process_page(&j, page.items, errstr, errstr_size);
                         if (!rc) {
-                                /* Rate over fetch + processing: what the ETA
-                                 * needs. */
+                                /* Rate over a whole page cycle (wait + work):
+                                 * what the ETA needs. */
                                 double took = (double)(ms_mono_ms() - t0) / 1000.0;
                                 double rate = took > 0 ? (double)n / took : 0;
-                                (void)secs;
                                 j.rate_ewma = j.rate_ewma > 0 ? 0.3 * rate + 0.7 * j.rate_ewma
                                                               : rate;
                                 free(j.checkpoint);
@@ -819,12 +834,15 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                                             ctx->conf->conn_progress_interval_ms)
                                         rc = emit_progress(&j, errstr, errstr_size);
                         }
+                        int64_t t2 = ms_mono_ms();
+                        j.t_process += t2 - t1;
                         if (!rc)
                                 rc = save_job(&j, "RUNNING", NULL, errstr, errstr_size);
                         if (!rc)
                                 rc = ms_outbox_flush(ob, pg, errstr, errstr_size);
                         if (!rc)
                                 rc = ms_pg_commit(pg, errstr, errstr_size);
+                        j.t_commit += ms_mono_ms() - t2;
                         if (rc) {
                                 ms_pg_rollback(pg);
                                 ms_outbox_reset(ob);
@@ -833,12 +851,18 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                 ms_page_clear(&page);
                 if (rc)
                         goto out; /* PG trouble or fenced: resume from checkpoint */
+                t0 = ms_mono_ms();
         }
+        ms_prefetch_stop(pf);
+        pf = NULL;
         if (failure[0])
                 ms_log_warn("job %s failed: %s", j.job_id, failure);
+        ms_log_info("job %s time: fetch %lld ms, process %lld ms, commit %lld ms", j.job_id,
+                    (long long)j.t_fetch, (long long)j.t_process, (long long)j.t_commit);
         rc = finish_job(&j, m, failure[0] ? failure : NULL, errstr, errstr_size);
 out:
         ms_log_ctx_set(NULL, NULL);
+        ms_prefetch_stop(pf);
         if (secret) {
                 /* Wipe the whole buffer: a Consio secret has a NUL where
                  * its colon was. */

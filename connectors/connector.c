@@ -793,14 +793,19 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
         int64_t t0 = ms_mono_ms();
         while (!failure[0] && !j.fetch_complete) {
                 ms_page_t page = {0};
+                /* Stop (shutdown, partition revoked) is checked before a page
+                 * is taken: a page taken is processed, so that at most the
+                 * one page fetched ahead is fetched again after a stop. */
+                rc = ms_consumer_keepalive(c) ? MS_PREFETCH_TIMEOUT : 0;
                 /* Wait for the prefetched page in short slices, serving the
                  * consumer group and the job's heartbeat meanwhile. */
-                while ((rc = ms_prefetch_next(pf, 100, &page, gerr, sizeof(gerr))) ==
-                       MS_PREFETCH_TIMEOUT) {
+                while (rc == 0 && (rc = ms_prefetch_next(pf, 100, &page, gerr, sizeof(gerr))) ==
+                                          MS_PREFETCH_TIMEOUT) {
                         if (idle_cb(&j))
                                 break;
+                        rc = 0;
                 }
-                if (rc == MS_PREFETCH_TIMEOUT || ms_consumer_keepalive(c)) {
+                if (rc == MS_PREFETCH_TIMEOUT) {
                         ms_page_clear(&page);
                         rc = MS_CONSUMER_INTERRUPTED;
                         ms_log_info("job %s interrupted; it resumes from its checkpoint",

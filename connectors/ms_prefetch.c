@@ -35,12 +35,19 @@ static void *fetch_main(void *arg)
         char *pos = pf->pos;
         pf->pos = NULL;
         for (;;) {
+                /* Fetch only once the previous page was taken: at most one
+                 * page is fetched but not yet processed, so a stop costs at
+                 * most one page fetched again by the next instance. */
+                pthread_mutex_lock(&pf->lock);
+                while (pf->full && !atomic_load(pf->cancel))
+                        pthread_cond_wait(&pf->cond, &pf->lock);
+                pthread_mutex_unlock(&pf->lock);
+                if (atomic_load(pf->cancel))
+                        break;
                 ms_page_t page = {0};
                 char err[512] = "";
                 int rc = ms_gateway_fetch_page(pf->gw, pos, &page, err, sizeof(err));
                 pthread_mutex_lock(&pf->lock);
-                while (pf->full && !atomic_load(pf->cancel))
-                        pthread_cond_wait(&pf->cond, &pf->lock);
                 if (atomic_load(pf->cancel)) {
                         pthread_mutex_unlock(&pf->lock);
                         ms_page_clear(&page);

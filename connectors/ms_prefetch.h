@@ -7,7 +7,8 @@
  * gateway's idle callback must be ms_prefetch_idle_cb with the same cancel
  * flag, so stop interrupts a wait at once.
  *
- * Memory: at most two pages are held (one ready, one being fetched). */
+ * Memory: at most two pages are held (one being processed by the caller, one
+ * fetched ahead). */
 #ifndef MS_PREFETCH_H
 #define MS_PREFETCH_H
 

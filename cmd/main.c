@@ -14,6 +14,8 @@
 #include "ms_roles.h"
 #include "ms_util.h"
 
+int ms_cli_produce_raw(const ms_conf_t *conf, int argc, char **argv);
+
 static void usage(FILE *f)
 {
         fputs("usage: membersync [--config FILE] COMMAND [ARGS]\n"
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
                 return 2;
         }
         ms_log_set_level(lvl);
-        ms_signals_install();
+        ms_signals_install(conf.health_shutdown_grace_s);
         /* JSON parsing and building make millions of small allocations
          * mixed with growing buffers; every large request then makes glibc
          * consolidate its fast bins, which took 13% of the connector's CPU
@@ -167,6 +169,8 @@ int main(int argc, char **argv)
                 rc = ms_cli_schedule(&conf, cargc, cargv);
         } else if (strcmp(cmd, "topics") == 0) {
                 rc = ms_cli_topics(&conf, cargc, cargv);
+        } else if (strcmp(cmd, "produce-raw") == 0) { /* hidden: cmd/produce_raw.c */
+                rc = ms_cli_produce_raw(&conf, cargc, cargv);
         } else if (strcmp(cmd, "dev") == 0) {
                 ms_log_set_role("dev");
                 rc = ms_cli_dev(&conf, cargc, cargv, argv[0]);

@@ -2,20 +2,29 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ms_log.h"
 #include "ms_util.h"
 
 volatile sig_atomic_t ms_stop = 0;
+static unsigned g_grace_s = 25;
 
 static void on_signal(int sig)
 {
         (void)sig;
+        /* The first signal asks every loop to finish its step, checkpoint
+         * and leave its group; if that takes longer than the grace period,
+         * SIGALRM's default action ends the process (Kubernetes would send
+         * SIGKILL soon after anyway). */
+        if (!ms_stop && g_grace_s > 0)
+                alarm(g_grace_s);
         ms_stop = 1;
 }
 
-void ms_signals_install(void)
+void ms_signals_install(int grace_s)
 {
+        g_grace_s = grace_s > 0 ? (unsigned)grace_s : 0;
         struct sigaction sa;
         memset(&sa, 0, sizeof(sa));
         sa.sa_handler = on_signal;

@@ -14,8 +14,10 @@
 #include "ms_conf.h"
 
 extern volatile sig_atomic_t ms_stop;
-/* Installs SIGTERM/SIGINT handlers that set ms_stop, and ignores SIGPIPE. */
-void ms_signals_install(void);
+/* Installs SIGTERM/SIGINT handlers that set ms_stop (and arm an alarm of
+ * grace_s seconds that ends a process which does not stop in time), and
+ * ignores SIGPIPE. */
+void ms_signals_install(int grace_s);
 
 /* New client configuration with bootstrap servers, security and logging set.
  * The caller owns the result (rd_kafka_conf_destroy, or pass it to

@@ -18,8 +18,9 @@
 static ms_avro_t *codec_new(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         ms_avro_t *codec = NULL;
-        if (ms_avro_new(conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url
-                                                           : NULL,
+        if (ms_avro_new(conf->kafka_schema_registry_url[0]
+                            ? conf->kafka_schema_registry_url
+                            : NULL,
                         &codec, errstr, errstr_size))
                 return NULL;
         return codec;
@@ -49,30 +50,32 @@ int ms_cli_publish_request(const ms_conf_t *conf, json_t *req, char *errstr,
         ms_avro_t *codec = codec_new(conf, errstr, errstr_size);
         if (!codec)
                 return MS_ERR_GENERIC;
-        rd_kafka_t *rk = ms_kafka_producer_new(conf, "membersync-cli", dr_cb, NULL, errstr,
-                                               errstr_size);
+        rd_kafka_t *rk = ms_kafka_producer_new(conf, "membersync-cli", dr_cb, NULL,
+                                               errstr, errstr_size);
         if (!rk) {
                 rc = MS_ERR_KAFKA;
                 goto out;
         }
-        if ((rc = ms_avro_encode(codec, "SyncRequested", conf->topic_sync_requests, req, &val,
-                                 &len, errstr, errstr_size)))
+        if ((rc = ms_avro_encode(codec, "SyncRequested", conf->topic_sync_requests, req,
+                                 &val, &len, errstr, errstr_size)))
                 goto out;
         const char *org = json_string_value(json_object_get(req, "org_id"));
         char when[40];
-        ms_iso8601(json_integer_value(json_object_get(req, "requested_at")), when, sizeof(when));
+        ms_iso8601(json_integer_value(json_object_get(req, "requested_at")), when,
+                   sizeof(when));
         rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-        rd_kafka_header_add(h, "ce_id", -1, json_string_value(json_object_get(req, "request_id")),
-                            -1);
+        rd_kafka_header_add(h, "ce_id", -1,
+                            json_string_value(json_object_get(req, "request_id")), -1);
         rd_kafka_header_add(h, "ce_type", -1, "membersync.SyncRequested", -1);
         rd_kafka_header_add(h, "ce_source", -1, "membersync/cli", -1);
         rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
         rd_kafka_header_add(h, "ce_time", -1, when, -1);
         rd_kafka_header_add(h, "content-type", -1, "application/avro", -1);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-                rk, RD_KAFKA_V_TOPIC(conf->topic_sync_requests), RD_KAFKA_V_KEY(org, strlen(org)),
-                RD_KAFKA_V_VALUE(val, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&status), RD_KAFKA_V_END);
+            rk, RD_KAFKA_V_TOPIC(conf->topic_sync_requests),
+            RD_KAFKA_V_KEY(org, strlen(org)), RD_KAFKA_V_VALUE(val, len),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+            RD_KAFKA_V_OPAQUE(&status), RD_KAFKA_V_END);
         if (e) {
                 rd_kafka_headers_destroy(h);
                 snprintf(errstr, errstr_size, "kafka: produce: %s", rd_kafka_err2str(e));
@@ -100,7 +103,8 @@ static json_t *issue_counts(PGconn *pg, const char *job_id)
         const char *p[] = {job_id};
         json_t *out = json_pack("{s:{}, s:{}}", "ERROR", "WARNING");
         if (ms_pg_exec(pg,
-                       "SELECT severity, code, count(*) FROM membersync.sync_errors WHERE job_id "
+                       "SELECT severity, code, count(*) FROM membersync.sync_errors "
+                       "WHERE job_id "
                        "= $1::uuid GROUP BY 1, 2 ORDER BY 1, 2",
                        1, p, &r, err, sizeof(err)) == 0) {
                 for (int i = 0; i < PQntuples(r); i++)
@@ -131,7 +135,7 @@ static void progress_bar(long long done, long long total, const char *state)
 }
 
 int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
-                        int timeout_s)
+                    int timeout_s)
 {
         char err[1024];
         PGconn *pg = ms_pg_connect(conf->pg_dsn, "cli", err, sizeof(err));
@@ -146,12 +150,14 @@ int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
         const char *p[] = {request_id};
         /* 1. The rate limiter's decision. */
         while (ms_mono_ms() < deadline && !ms_stop) {
-                if (ms_pg_exec(pg,
-                               "SELECT decision, job_id, message, to_char(next_allowed_at AT "
-                               "TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS "
-                               "next_allowed_at, existing_job_id FROM membersync.sync_requests WHERE request_id "
-                               "= $1::uuid",
-                               1, p, &r, err, sizeof(err)) == 0 &&
+                if (ms_pg_exec(
+                        pg,
+                        "SELECT decision, job_id, message, to_char(next_allowed_at AT "
+                        "TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS "
+                        "next_allowed_at, existing_job_id FROM membersync.sync_requests "
+                        "WHERE request_id "
+                        "= $1::uuid",
+                        1, p, &r, err, sizeof(err)) == 0 &&
                     PQntuples(r) > 0)
                         break;
                 PQclear(r);
@@ -159,22 +165,24 @@ int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
                 ms_sleep_ms(100);
         }
         if (!r) {
-                fprintf(stderr, "membersync trigger: no decision within %d s\n", timeout_s);
+                fprintf(stderr, "membersync trigger: no decision within %d s\n",
+                        timeout_s);
                 goto out;
         }
         if (strcmp(ms_pg_str(r, 0, "decision"), "QUEUED") != 0) {
-                json_t *o = json_pack("{s:s, s:s, s:s, s:s?, s:s?}", "request_id", request_id,
-                                      "decision", ms_pg_str(r, 0, "decision"), "message",
-                                      ms_pg_str(r, 0, "message") ? ms_pg_str(r, 0, "message")
-                                                                 : "",
-                                      "next_allowed_at", ms_pg_str(r, 0, "next_allowed_at"),
-                                      "existing_job_id", ms_pg_str(r, 0, "existing_job_id"));
+                json_t *o = json_pack(
+                    "{s:s, s:s, s:s, s:s?, s:s?}", "request_id", request_id, "decision",
+                    ms_pg_str(r, 0, "decision"), "message",
+                    ms_pg_str(r, 0, "message") ? ms_pg_str(r, 0, "message") : "",
+                    "next_allowed_at", ms_pg_str(r, 0, "next_allowed_at"),
+                    "existing_job_id", ms_pg_str(r, 0, "existing_job_id"));
                 if (json_out) {
                         json_dumpf(o, stdout, JSON_COMPACT);
                         fputc('\n', stdout);
                 } else {
                         printf("rejected: %s: %s\n", ms_pg_str(r, 0, "decision"),
-                               ms_pg_str(r, 0, "message") ? ms_pg_str(r, 0, "message") : "");
+                               ms_pg_str(r, 0, "message") ? ms_pg_str(r, 0, "message")
+                                                          : "");
                 }
                 json_decref(o);
                 rc = 3;
@@ -187,21 +195,23 @@ int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
         const char *pj[] = {job_id};
         for (;;) {
                 if (ms_mono_ms() > deadline || ms_stop) {
-                        fprintf(stderr, "\nmembersync trigger: job %s still running after %d s\n",
+                        fprintf(stderr,
+                                "\nmembersync trigger: job %s still running after %d s\n",
                                 job_id, timeout_s);
                         goto out;
                 }
-                if (ms_pg_exec(pg,
-                               "SELECT *, (extract(epoch FROM finished_at) * 1000)::bigint AS "
-                               "finished_ms FROM membersync.sync_jobs WHERE job_id = $1::uuid",
-                               1, pj, &r, err, sizeof(err)) == 0 &&
+                if (ms_pg_exec(
+                        pg,
+                        "SELECT *, (extract(epoch FROM finished_at) * 1000)::bigint AS "
+                        "finished_ms FROM membersync.sync_jobs WHERE job_id = $1::uuid",
+                        1, pj, &r, err, sizeof(err)) == 0 &&
                     PQntuples(r) > 0) {
                         const char *state = ms_pg_str(r, 0, "state");
-                        long long total = ms_pg_i64(r, 0, "source_total",
-                                                    ms_pg_i64(r, 0, "total_estimate", -1));
+                        long long total = ms_pg_i64(
+                            r, 0, "source_total", ms_pg_i64(r, 0, "total_estimate", -1));
                         if (tty && !json_out)
-                                progress_bar(ms_pg_i64(r, 0, "records_processed", 0), total,
-                                             state);
+                                progress_bar(ms_pg_i64(r, 0, "records_processed", 0),
+                                             total, state);
                         if (strcmp(state, "QUEUED") != 0 && strcmp(state, "RUNNING") != 0)
                                 break;
                 }
@@ -212,26 +222,29 @@ int ms_cli_wait_job(const ms_conf_t *conf, const char *request_id, int json_out,
         if (tty && !json_out)
                 fputc('\n', stderr);
         json_t *counts = issue_counts(pg, job_id);
-        long long created = ms_pg_i64(r, 0, "created", 0), updated = ms_pg_i64(r, 0, "updated", 0),
+        long long created = ms_pg_i64(r, 0, "created", 0),
+                  updated = ms_pg_i64(r, 0, "updated", 0),
                   unchanged = ms_pg_i64(r, 0, "unchanged", 0);
         json_t *sum = json_pack(
-                "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:O, s:O, "
-                "s:s?, s:I}",
-                "request_id", request_id, "job_id", job_id, "org_id", ms_pg_str(r, 0, "org_id"),
-                "integration", ms_pg_str(r, 0, "integration"), "outcome",
-                ms_pg_str(r, 0, "state"), "records_processed",
-                (json_int_t)ms_pg_i64(r, 0, "records_processed", 0), "records_synced",
-                (json_int_t)(created + updated + unchanged), "created", (json_int_t)created,
-                "updated", (json_int_t)updated, "unchanged", (json_int_t)unchanged, "deactivated",
-                (json_int_t)ms_pg_i64(r, 0, "deactivated", 0), "error_count",
-                (json_int_t)ms_pg_i64(r, 0, "error_count", 0), "warning_count",
-                (json_int_t)ms_pg_i64(r, 0, "warning_count", 0), "total_count",
-                ms_pg_str(r, 0, "source_total") ? json_integer(ms_pg_i64(r, 0, "source_total", 0))
-                                                : json_null(),
-                "errors_by_code", json_object_get(counts, "ERROR"), "warnings_by_code",
-                json_object_get(counts, "WARNING"), "failure_reason",
-                ms_pg_str(r, 0, "failure_reason"), "duration_ms",
-                (json_int_t)(ms_pg_i64(r, 0, "finished_ms", t0) - t0));
+            "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:O, "
+            "s:O, "
+            "s:s?, s:I}",
+            "request_id", request_id, "job_id", job_id, "org_id",
+            ms_pg_str(r, 0, "org_id"), "integration", ms_pg_str(r, 0, "integration"),
+            "outcome", ms_pg_str(r, 0, "state"), "records_processed",
+            (json_int_t)ms_pg_i64(r, 0, "records_processed", 0), "records_synced",
+            (json_int_t)(created + updated + unchanged), "created", (json_int_t)created,
+            "updated", (json_int_t)updated, "unchanged", (json_int_t)unchanged,
+            "deactivated", (json_int_t)ms_pg_i64(r, 0, "deactivated", 0), "error_count",
+            (json_int_t)ms_pg_i64(r, 0, "error_count", 0), "warning_count",
+            (json_int_t)ms_pg_i64(r, 0, "warning_count", 0), "total_count",
+            ms_pg_str(r, 0, "source_total")
+                ? json_integer(ms_pg_i64(r, 0, "source_total", 0))
+                : json_null(),
+            "errors_by_code", json_object_get(counts, "ERROR"), "warnings_by_code",
+            json_object_get(counts, "WARNING"), "failure_reason",
+            ms_pg_str(r, 0, "failure_reason"), "duration_ms",
+            (json_int_t)(ms_pg_i64(r, 0, "finished_ms", t0) - t0));
         json_decref(counts);
         if (json_out) {
                 json_dumpf(sum, stdout, JSON_COMPACT);
@@ -250,35 +263,63 @@ out:
 
 int ms_cli_trigger(const ms_conf_t *conf, int argc, char **argv)
 {
-        static const struct option opts[] = {
-                {"org", required_argument, 0, 'o'},    {"integration", required_argument, 0, 'i'},
-                {"trigger", required_argument, 0, 't'}, {"user", required_argument, 0, 'u'},
-                {"role", required_argument, 0, 'r'},   {"actor-org", required_argument, 0, 'a'},
-                {"request-id", required_argument, 0, 'q'}, {"wait", no_argument, 0, 'w'},
-                {"json", no_argument, 0, 'j'},         {"timeout", required_argument, 0, 'T'},
-                {0, 0, 0, 0}};
-        const char *org = NULL, *integ = NULL, *user = "cli", *actor_org = NULL, *rid = NULL;
+        static const struct option opts[] = {{"org", required_argument, 0, 'o'},
+                                             {"integration", required_argument, 0, 'i'},
+                                             {"trigger", required_argument, 0, 't'},
+                                             {"user", required_argument, 0, 'u'},
+                                             {"role", required_argument, 0, 'r'},
+                                             {"actor-org", required_argument, 0, 'a'},
+                                             {"request-id", required_argument, 0, 'q'},
+                                             {"wait", no_argument, 0, 'w'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"timeout", required_argument, 0, 'T'},
+                                             {0, 0, 0, 0}};
+        const char *org = NULL, *integ = NULL, *user = "cli", *actor_org = NULL,
+                   *rid = NULL;
         char trigger[16] = "MANUAL", role[16] = "GLOBAL_ADMIN";
         int wait = 0, json_out = 0, timeout = 600, c;
         optind = 1;
         while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
                 switch (c) {
-                case 'o': org = optarg; break;
-                case 'i': integ = optarg; break;
-                case 't': snprintf(trigger, sizeof(trigger), "%s", optarg); upcase(trigger); break;
-                case 'u': user = optarg; break;
-                case 'r': snprintf(role, sizeof(role), "%s", optarg); upcase(role); break;
-                case 'a': actor_org = optarg; break;
-                case 'q': rid = optarg; break;
-                case 'w': wait = 1; break;
-                case 'j': json_out = 1; break;
-                case 'T': timeout = atoi(optarg); break;
+                case 'o':
+                        org = optarg;
+                        break;
+                case 'i':
+                        integ = optarg;
+                        break;
+                case 't':
+                        snprintf(trigger, sizeof(trigger), "%s", optarg);
+                        upcase(trigger);
+                        break;
+                case 'u':
+                        user = optarg;
+                        break;
+                case 'r':
+                        snprintf(role, sizeof(role), "%s", optarg);
+                        upcase(role);
+                        break;
+                case 'a':
+                        actor_org = optarg;
+                        break;
+                case 'q':
+                        rid = optarg;
+                        break;
+                case 'w':
+                        wait = 1;
+                        break;
+                case 'j':
+                        json_out = 1;
+                        break;
+                case 'T':
+                        timeout = atoi(optarg);
+                        break;
                 default:
-                        fprintf(stderr, "usage: membersync trigger --org ORG --integration "
-                                        "cornerstone|consio [--trigger manual|scheduled] [--user "
-                                        "ID] [--role org_admin|global_admin|system] [--actor-org "
-                                        "ORG] [--request-id UUID] [--wait] [--json] [--timeout "
-                                        "S]\n");
+                        fprintf(stderr,
+                                "usage: membersync trigger --org ORG --integration "
+                                "cornerstone|consio [--trigger manual|scheduled] [--user "
+                                "ID] [--role org_admin|global_admin|system] [--actor-org "
+                                "ORG] [--request-id UUID] [--wait] [--json] [--timeout "
+                                "S]\n");
                         return 2;
                 }
         }
@@ -289,7 +330,8 @@ int ms_cli_trigger(const ms_conf_t *conf, int argc, char **argv)
                 return 2;
         }
         if (strcmp(trigger, "MANUAL") && strcmp(trigger, "SCHEDULED")) {
-                fprintf(stderr, "membersync trigger: --trigger must be manual or scheduled\n");
+                fprintf(stderr,
+                        "membersync trigger: --trigger must be manual or scheduled\n");
                 return 2;
         }
         if (strcmp(role, "ORG_ADMIN") == 0 && !actor_org)
@@ -302,10 +344,11 @@ int ms_cli_trigger(const ms_conf_t *conf, int argc, char **argv)
                 fprintf(stderr, "membersync trigger: --request-id must be a UUID\n");
                 return 2;
         }
-        json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s?}, s:I}", "request_id", rid,
-                                "org_id", org, "integration", ms_system_enum(sys), "trigger",
-                                trigger, "requested_by", "user_id", user, "role", role, "org_id",
-                                actor_org, "requested_at", (json_int_t)ms_now_ms());
+        json_t *req =
+            json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s?}, s:I}", "request_id", rid,
+                      "org_id", org, "integration", ms_system_enum(sys), "trigger",
+                      trigger, "requested_by", "user_id", user, "role", role, "org_id",
+                      actor_org, "requested_at", (json_int_t)ms_now_ms());
         char err[1024];
         int rc = ms_cli_publish_request(conf, req, err, sizeof(err));
         json_decref(req);
@@ -330,8 +373,9 @@ static int print_rows_json(PGresult *r)
                 json_t *o = json_object();
                 for (int c = 0; c < PQnfields(r); c++)
                         json_object_set_new(o, PQfname(r, c),
-                                            PQgetisnull(r, i, c) ? json_null()
-                                                                 : json_string(PQgetvalue(r, i, c)));
+                                            PQgetisnull(r, i, c)
+                                                ? json_null()
+                                                : json_string(PQgetvalue(r, i, c)));
                 json_array_append_new(arr, o);
         }
         json_dumpf(arr, stdout, JSON_INDENT(2));
@@ -358,19 +402,20 @@ int ms_cli_status(const ms_conf_t *conf, int argc, char **argv)
         }
         PGresult *r = NULL;
         const char *p[] = {org};
-        int rc = ms_pg_exec(pg,
-                            "SELECT org_id, integration, state, active_job_id, records_processed, "
-                            "total_estimate, to_char(eta_at AT TIME ZONE 'UTC', "
-                            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS eta_at, last_job_id, "
-                            "last_outcome, to_char(last_sync_at AT TIME ZONE 'UTC', "
-                            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_sync_at, "
-                            "last_records_processed, records_synced, created, updated, "
-                            "deactivated, unchanged, error_count, warning_count, failure_reason, "
-                            "to_char(next_manual_allowed_at AT TIME ZONE 'UTC', "
-                            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS next_manual_allowed_at, "
-                            "last_rejection::text AS last_rejection FROM membersync.sync_status "
-                            "WHERE $1::text IS NULL OR org_id = $1 ORDER BY 1, 2",
-                            1, p, &r, err, sizeof(err));
+        int rc = ms_pg_exec(
+            pg,
+            "SELECT org_id, integration, state, active_job_id, records_processed, "
+            "total_estimate, to_char(eta_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS eta_at, last_job_id, "
+            "last_outcome, to_char(last_sync_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_sync_at, "
+            "last_records_processed, records_synced, created, updated, "
+            "deactivated, unchanged, error_count, warning_count, failure_reason, "
+            "to_char(next_manual_allowed_at AT TIME ZONE 'UTC', "
+            "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS next_manual_allowed_at, "
+            "last_rejection::text AS last_rejection FROM membersync.sync_status "
+            "WHERE $1::text IS NULL OR org_id = $1 ORDER BY 1, 2",
+            1, p, &r, err, sizeof(err));
         if (rc) {
                 fprintf(stderr, "membersync status: %s\n", err);
                 PQfinish(pg);
@@ -379,15 +424,16 @@ int ms_cli_status(const ms_conf_t *conf, int argc, char **argv)
         if (json_out) {
                 print_rows_json(r);
         } else {
-                printf("%-20s %-12s %-9s %-9s %-25s %8s %8s %8s %8s %6s\n", "ORG", "INTEGRATION",
-                       "STATE", "OUTCOME", "LAST SYNC", "SYNCED", "CREATED", "UPDATED", "DEACT",
-                       "ERRORS");
+                printf("%-20s %-12s %-9s %-9s %-25s %8s %8s %8s %8s %6s\n", "ORG",
+                       "INTEGRATION", "STATE", "OUTCOME", "LAST SYNC", "SYNCED",
+                       "CREATED", "UPDATED", "DEACT", "ERRORS");
                 for (int i = 0; i < PQntuples(r); i++)
                         printf("%-20.20s %-12s %-9s %-9s %-25s %8s %8s %8s %8s %6s\n",
-                               PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-                               PQgetvalue(r, i, 8), PQgetvalue(r, i, 9), PQgetvalue(r, i, 11),
-                               PQgetvalue(r, i, 12), PQgetvalue(r, i, 13), PQgetvalue(r, i, 14),
-                               PQgetvalue(r, i, 16));
+                               PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                               PQgetvalue(r, i, 2), PQgetvalue(r, i, 8),
+                               PQgetvalue(r, i, 9), PQgetvalue(r, i, 11),
+                               PQgetvalue(r, i, 12), PQgetvalue(r, i, 13),
+                               PQgetvalue(r, i, 14), PQgetvalue(r, i, 16));
         }
         PQclear(r);
         PQfinish(pg);
@@ -409,10 +455,11 @@ int ms_cli_errors(const ms_conf_t *conf, int argc, char **argv)
         }
         PGresult *r = NULL;
         const char *p[] = {argv[1]};
-        if (ms_pg_exec(pg,
-                       "SELECT seq, severity, code, external_id, field, message, record_index "
-                       "FROM membersync.sync_errors WHERE job_id = $1::uuid ORDER BY seq",
-                       1, p, &r, err, sizeof(err))) {
+        if (ms_pg_exec(
+                pg,
+                "SELECT seq, severity, code, external_id, field, message, record_index "
+                "FROM membersync.sync_errors WHERE job_id = $1::uuid ORDER BY seq",
+                1, p, &r, err, sizeof(err))) {
                 fprintf(stderr, "membersync errors: %s\n", err);
                 PQfinish(pg);
                 return 1;
@@ -422,8 +469,8 @@ int ms_cli_errors(const ms_conf_t *conf, int argc, char **argv)
         } else {
                 for (int i = 0; i < PQntuples(r); i++)
                         printf("%-7s %-20s %-14s %-16s %s\n", PQgetvalue(r, i, 1),
-                               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4),
-                               PQgetvalue(r, i, 5));
+                               PQgetvalue(r, i, 2), PQgetvalue(r, i, 3),
+                               PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
         }
         PQclear(r);
         PQfinish(pg);
@@ -436,22 +483,32 @@ int ms_cli_integration(const ms_conf_t *conf, int argc, char **argv)
                    *rps = "20", *enabled = "true", *name = NULL;
         int ok = argc >= 2 && strcmp(argv[1], "set") == 0;
         for (int a = 2; ok && a + 1 < argc; a += 2) {
-                if (strcmp(argv[a], "--org") == 0) org = argv[a + 1];
-                else if (strcmp(argv[a], "--system") == 0) sys_s = argv[a + 1];
-                else if (strcmp(argv[a], "--base-url") == 0) url = argv[a + 1];
-                else if (strcmp(argv[a], "--credentials-ref") == 0) cred = argv[a + 1];
-                else if (strcmp(argv[a], "--page-size") == 0) page = argv[a + 1];
-                else if (strcmp(argv[a], "--max-rps") == 0) rps = argv[a + 1];
-                else if (strcmp(argv[a], "--enabled") == 0) enabled = argv[a + 1];
-                else if (strcmp(argv[a], "--name") == 0) name = argv[a + 1];
-                else ok = 0;
+                if (strcmp(argv[a], "--org") == 0)
+                        org = argv[a + 1];
+                else if (strcmp(argv[a], "--system") == 0)
+                        sys_s = argv[a + 1];
+                else if (strcmp(argv[a], "--base-url") == 0)
+                        url = argv[a + 1];
+                else if (strcmp(argv[a], "--credentials-ref") == 0)
+                        cred = argv[a + 1];
+                else if (strcmp(argv[a], "--page-size") == 0)
+                        page = argv[a + 1];
+                else if (strcmp(argv[a], "--max-rps") == 0)
+                        rps = argv[a + 1];
+                else if (strcmp(argv[a], "--enabled") == 0)
+                        enabled = argv[a + 1];
+                else if (strcmp(argv[a], "--name") == 0)
+                        name = argv[a + 1];
+                else
+                        ok = 0;
         }
         ms_system_t sys;
         if (!ok || !org || !sys_s || !url || !cred || ms_system_parse(sys_s, &sys)) {
-                fprintf(stderr, "usage: membersync integration set --org ORG --system "
-                                "cornerstone|consio --base-url URL --credentials-ref "
-                                "env:NAME|file:/path [--page-size N] [--max-rps R] [--enabled "
-                                "true|false] [--name TEXT]\n");
+                fprintf(stderr,
+                        "usage: membersync integration set --org ORG --system "
+                        "cornerstone|consio --base-url URL --credentials-ref "
+                        "env:NAME|file:/path [--page-size N] [--max-rps R] [--enabled "
+                        "true|false] [--name TEXT]\n");
                 return 2;
         }
         char err[1024];
@@ -461,15 +518,16 @@ int ms_cli_integration(const ms_conf_t *conf, int argc, char **argv)
                 return 1;
         }
         const char *p[] = {org, ms_system_enum(sys), url, cred, enabled, page, rps, name};
-        int rc = ms_pg_exec(pg,
-                            "INSERT INTO membersync.integrations(org_id, integration, base_url, "
-                            "credentials_ref, enabled, page_size, max_rps, display_name) VALUES "
-                            "($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (org_id, integration) "
-                            "DO UPDATE SET base_url = EXCLUDED.base_url, credentials_ref = "
-                            "EXCLUDED.credentials_ref, enabled = EXCLUDED.enabled, page_size = "
-                            "EXCLUDED.page_size, max_rps = EXCLUDED.max_rps, display_name = "
-                            "EXCLUDED.display_name",
-                            8, p, NULL, err, sizeof(err));
+        int rc = ms_pg_exec(
+            pg,
+            "INSERT INTO membersync.integrations(org_id, integration, base_url, "
+            "credentials_ref, enabled, page_size, max_rps, display_name) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (org_id, integration) "
+            "DO UPDATE SET base_url = EXCLUDED.base_url, credentials_ref = "
+            "EXCLUDED.credentials_ref, enabled = EXCLUDED.enabled, page_size = "
+            "EXCLUDED.page_size, max_rps = EXCLUDED.max_rps, display_name = "
+            "EXCLUDED.display_name",
+            8, p, NULL, err, sizeof(err));
         PQfinish(pg);
         if (rc) {
                 fprintf(stderr, "membersync integration: %s\n", err);
@@ -489,10 +547,11 @@ int ms_cli_schedule(const ms_conf_t *conf, int argc, char **argv)
                 return 1;
         }
         PGresult *r = NULL;
-        if (ms_pg_exec(pg,
-                       "SELECT org_id, integration FROM membersync.integrations WHERE enabled "
-                       "ORDER BY 1, 2",
-                       0, NULL, &r, err, sizeof(err))) {
+        if (ms_pg_exec(
+                pg,
+                "SELECT org_id, integration FROM membersync.integrations WHERE enabled "
+                "ORDER BY 1, 2",
+                0, NULL, &r, err, sizeof(err))) {
                 ms_log_error("schedule: %s", err);
                 PQfinish(pg);
                 return 1;
@@ -501,12 +560,11 @@ int ms_cli_schedule(const ms_conf_t *conf, int argc, char **argv)
         for (int i = 0; i < PQntuples(r); i++) {
                 char id[37];
                 ms_uuid_new(id);
-                json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:n}, s:I}",
-                                        "request_id", id, "org_id", PQgetvalue(r, i, 0),
-                                        "integration", PQgetvalue(r, i, 1), "trigger",
-                                        "SCHEDULED", "requested_by", "user_id", "scheduler",
-                                        "role", "SYSTEM", "org_id", "requested_at",
-                                        (json_int_t)ms_now_ms());
+                json_t *req = json_pack(
+                    "{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:n}, s:I}", "request_id", id,
+                    "org_id", PQgetvalue(r, i, 0), "integration", PQgetvalue(r, i, 1),
+                    "trigger", "SCHEDULED", "requested_by", "user_id", "scheduler",
+                    "role", "SYSTEM", "org_id", "requested_at", (json_int_t)ms_now_ms());
                 if (ms_cli_publish_request(conf, req, err, sizeof(err))) {
                         ms_log_error("schedule: %s", err);
                         failed++;
@@ -540,7 +598,8 @@ static const char *schema_for_topic(const ms_conf_t *conf, const char *topic)
 int ms_cli_tail(const ms_conf_t *conf, int argc, char **argv)
 {
         if (argc < 2) {
-                fprintf(stderr, "usage: membersync tail TOPIC [--count N] [--timeout-ms MS]\n");
+                fprintf(stderr,
+                        "usage: membersync tail TOPIC [--count N] [--timeout-ms MS]\n");
                 return 2;
         }
         const char *topic = argv[1];
@@ -555,7 +614,8 @@ int ms_cli_tail(const ms_conf_t *conf, int argc, char **argv)
         char err[1024];
         int rc = 1;
         ms_avro_t *codec = codec_new(conf, err, sizeof(err));
-        rd_kafka_conf_t *kc = ms_kafka_conf_new(conf, "membersync-tail", err, sizeof(err));
+        rd_kafka_conf_t *kc =
+            ms_kafka_conf_new(conf, "membersync-tail", err, sizeof(err));
         rd_kafka_t *rk = NULL;
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_topic_partition_list_t *parts = NULL;
@@ -581,8 +641,9 @@ int ms_cli_tail(const ms_conf_t *conf, int argc, char **argv)
         }
         parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
         for (int i = 0; i < md->topics[0].partition_cnt; i++)
-                rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[i].id)
-                        ->offset = RD_KAFKA_OFFSET_BEGINNING;
+                rd_kafka_topic_partition_list_add(parts, topic,
+                                                  md->topics[0].partitions[i].id)
+                    ->offset = RD_KAFKA_OFFSET_BEGINNING;
         rd_kafka_assign(rk, parts);
         const char *schema = schema_for_topic(conf, topic);
         long long seen = 0;
@@ -596,19 +657,21 @@ int ms_cli_tail(const ms_conf_t *conf, int argc, char **argv)
                         continue;
                 }
                 last = ms_mono_ms();
-                json_t *o = json_pack("{s:s, s:i, s:I, s:s%}", "topic", topic, "partition",
-                                      m->partition, "offset", (json_int_t)m->offset, "key",
-                                      m->key ? (const char *)m->key : "", m->key ? m->key_len : 0);
+                json_t *o = json_pack(
+                    "{s:s, s:i, s:I, s:s%}", "topic", topic, "partition", m->partition,
+                    "offset", (json_int_t)m->offset, "key",
+                    m->key ? (const char *)m->key : "", m->key ? m->key_len : 0);
                 json_t *hdrs = json_object();
                 rd_kafka_headers_t *h = NULL;
                 if (rd_kafka_message_headers(m, &h) == 0) {
                         const char *name;
                         const void *val;
                         size_t len;
-                        for (size_t i = 0; rd_kafka_header_get_all(h, i, &name, &val, &len) == 0;
-                             i++)
-                                json_object_set_new(hdrs, name,
-                                                    json_stringn(val ? val : "", val ? len : 0));
+                        for (size_t i = 0;
+                             rd_kafka_header_get_all(h, i, &name, &val, &len) == 0; i++)
+                                json_object_set_new(
+                                    hdrs, name,
+                                    json_stringn(val ? val : "", val ? len : 0));
                 }
                 json_object_set_new(o, "headers", hdrs);
                 json_t *v = NULL;
@@ -659,13 +722,16 @@ int ms_cli_topics(const ms_conf_t *conf, int argc, char **argv)
         struct {
                 const char *name;
                 int parts;
-        } topics[] = {{conf->topic_sync_requests, 12}, {conf->topic_sync_jobs_cornerstone, 12},
-                      {conf->topic_sync_jobs_consio, 12}, {conf->topic_sync_events, 12},
-                      {conf->topic_member_changes, 24},   {conf->topic_dlq, 3}};
+        } topics[] = {
+            {conf->topic_sync_requests, 12},    {conf->topic_sync_jobs_cornerstone, 12},
+            {conf->topic_sync_jobs_consio, 12}, {conf->topic_sync_events, 12},
+            {conf->topic_member_changes, 24},   {conf->topic_dlq, 3}};
         char err[1024];
         int rc = 1;
-        rd_kafka_conf_t *kc = ms_kafka_conf_new(conf, "membersync-topics", err, sizeof(err));
-        rd_kafka_t *rk = kc ? rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err)) : NULL;
+        rd_kafka_conf_t *kc =
+            ms_kafka_conf_new(conf, "membersync-topics", err, sizeof(err));
+        rd_kafka_t *rk =
+            kc ? rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof(err)) : NULL;
         if (!rk) {
                 if (kc)
                         rd_kafka_conf_destroy(kc);
@@ -679,11 +745,12 @@ int ms_cli_topics(const ms_conf_t *conf, int argc, char **argv)
         rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
         rd_kafka_CreateTopics(rk, nt, 6, NULL, q);
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
-        const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev)
-                                                       : NULL;
+        const rd_kafka_CreateTopics_result_t *res =
+            ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
         if (res) {
                 size_t n;
-                const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &n);
+                const rd_kafka_topic_result_t **tr =
+                    rd_kafka_CreateTopics_result_topics(res, &n);
                 rc = 0;
                 for (size_t i = 0; i < n; i++) {
                         rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);

@@ -40,8 +40,9 @@ typedef struct role_thread {
 static void *role_main(void *arg)
 {
         role_thread_t *t = arg;
-        ms_log_set_role(t->system ? (strcmp(t->system, "cornerstone") == 0 ? "connector-cornerstone"
-                                                                           : "connector-consio")
+        ms_log_set_role(t->system ? (strcmp(t->system, "cornerstone") == 0
+                                         ? "connector-cornerstone"
+                                         : "connector-consio")
                                   : t->name);
         if (t->system)
                 t->rc = ms_connector_run(t->conf, t->system, t->err, sizeof(t->err));
@@ -86,8 +87,9 @@ static int sim_start(const char *argv0, const char *system, int members, int see
                 dup2(fds[1], 1);
                 close(fds[0]);
                 close(fds[1]);
-                execl(simbin, simbin, "--system", system, "--generate", count, "--seed", sd,
-                      "--port", "0", "--latency-ms", "20", "--log-level", "warn", (char *)NULL);
+                execl(simbin, simbin, "--system", system, "--generate", count, "--seed",
+                      sd, "--port", "0", "--latency-ms", "20", "--log-level", "warn",
+                      (char *)NULL);
                 _exit(127);
         }
         close(fds[1]);
@@ -171,9 +173,10 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                 fprintf(stderr, "membersync dev: cannot create the mock cluster\n");
                 goto out;
         }
-        const char *topics[] = {conf->topic_sync_requests, conf->topic_sync_jobs_cornerstone,
-                                conf->topic_sync_jobs_consio, conf->topic_sync_events,
-                                conf->topic_member_changes, conf->topic_dlq};
+        const char *topics[] = {
+            conf->topic_sync_requests,    conf->topic_sync_jobs_cornerstone,
+            conf->topic_sync_jobs_consio, conf->topic_sync_events,
+            conf->topic_member_changes,   conf->topic_dlq};
         const int parts[] = {12, 12, 12, 12, 24, 3};
         for (int i = 0; i < 6; i++)
                 rd_kafka_mock_topic_create(mc, topics[i], parts[i], 1);
@@ -186,8 +189,9 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
 
         PGconn *pg = ms_pg_connect(conf->pg_dsn, "dev", err, sizeof(err));
         if (!pg) {
-                fprintf(stderr, "membersync dev: %s\n(the demo needs a PostgreSQL: "
-                                "scripts/demo.sh starts a throw-away one)\n",
+                fprintf(stderr,
+                        "membersync dev: %s\n(the demo needs a PostgreSQL: "
+                        "scripts/demo.sh starts a throw-away one)\n",
                         err);
                 goto out;
         }
@@ -203,36 +207,40 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
         const char *refs[] = {"env:MEMBERSYNC_DEV_CORNERSTONE_KEY",
                               "env:MEMBERSYNC_DEV_CONSIO_CREDENTIALS"};
         for (int i = 0; i < 2; i++) {
-                if (sim_start(argv0, systems[i], members, 7 + i, &sims[i], err, sizeof(err))) {
+                if (sim_start(argv0, systems[i], members, 7 + i, &sims[i], err,
+                              sizeof(err))) {
                         fprintf(stderr, "membersync dev: %s\n", err);
                         PQfinish(pg);
                         goto out;
                 }
-                const char *p[] = {org, i == 0 ? "CORNERSTONE" : "CONSIO", sims[i].url, refs[i]};
-                if (ms_pg_exec(pg,
-                               "INSERT INTO membersync.integrations(org_id, integration, "
-                               "base_url, credentials_ref, page_size, max_rps) VALUES ($1, $2, "
-                               "$3, $4, 500, 0) ON CONFLICT (org_id, integration) DO UPDATE SET "
-                               "base_url = EXCLUDED.base_url, credentials_ref = "
-                               "EXCLUDED.credentials_ref, enabled = true",
-                               4, p, NULL, err, sizeof(err))) {
+                const char *p[] = {org, i == 0 ? "CORNERSTONE" : "CONSIO", sims[i].url,
+                                   refs[i]};
+                if (ms_pg_exec(
+                        pg,
+                        "INSERT INTO membersync.integrations(org_id, integration, "
+                        "base_url, credentials_ref, page_size, max_rps) VALUES ($1, $2, "
+                        "$3, $4, 500, 0) ON CONFLICT (org_id, integration) DO UPDATE SET "
+                        "base_url = EXCLUDED.base_url, credentials_ref = "
+                        "EXCLUDED.credentials_ref, enabled = true",
+                        4, p, NULL, err, sizeof(err))) {
                         fprintf(stderr, "membersync dev: %s\n", err);
                         PQfinish(pg);
                         goto out;
                 }
-                ms_log_info("dev: %s simulator with %d members at %s", systems[i], members,
-                            sims[i].url);
+                ms_log_info("dev: %s simulator with %d members at %s", systems[i],
+                            members, sims[i].url);
         }
         /* Consumer offsets of an earlier demo refer to an earlier mock
          * cluster: start this one's groups from scratch. */
         ms_pg_exec(pg, "DELETE FROM membersync.consumer_offsets", 0, NULL, NULL, err,
                    sizeof(err));
         ms_pg_exec(pg, "DELETE FROM membersync.outbox", 0, NULL, NULL, err, sizeof(err));
-        ms_pg_exec(pg,
-                   "UPDATE membersync.sync_jobs SET state = 'FAILED', failure_reason = "
-                   "'abandoned (dev restart)', finished_at = now() WHERE state IN ('QUEUED', "
-                   "'RUNNING')",
-                   0, NULL, NULL, err, sizeof(err));
+        ms_pg_exec(
+            pg,
+            "UPDATE membersync.sync_jobs SET state = 'FAILED', failure_reason = "
+            "'abandoned (dev restart)', finished_at = now() WHERE state IN ('QUEUED', "
+            "'RUNNING')",
+            0, NULL, NULL, err, sizeof(err));
         ms_pg_exec(pg, "DELETE FROM membersync.manual_windows WHERE org_id = $1", 1,
                    (const char *[]){org}, NULL, err, sizeof(err));
         PQfinish(pg);
@@ -249,12 +257,11 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
         for (int i = 0; i < 2 && !ms_stop; i++) {
                 char rid[37];
                 ms_uuid_new(rid);
-                json_t *req = json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:I}",
-                                        "request_id", rid, "org_id", org, "integration",
-                                        i == 0 ? "CORNERSTONE" : "CONSIO", "trigger", "MANUAL",
-                                        "requested_by", "user_id", "demo-admin", "role",
-                                        "ORG_ADMIN", "org_id", org, "requested_at",
-                                        (json_int_t)ms_now_ms());
+                json_t *req = json_pack(
+                    "{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:I}", "request_id", rid,
+                    "org_id", org, "integration", i == 0 ? "CORNERSTONE" : "CONSIO",
+                    "trigger", "MANUAL", "requested_by", "user_id", "demo-admin", "role",
+                    "ORG_ADMIN", "org_id", org, "requested_at", (json_int_t)ms_now_ms());
                 int prc = ms_cli_publish_request(conf, req, err, sizeof(err));
                 json_decref(req);
                 if (prc) {
@@ -262,7 +269,8 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                         rc = 1;
                         continue;
                 }
-                fprintf(stderr, "dev: Sync Now for %s (%d members)...\n", systems[i], members);
+                fprintf(stderr, "dev: Sync Now for %s (%d members)...\n", systems[i],
+                        members);
                 int wrc = ms_cli_wait_job(conf, rid, 0, 600);
                 if (wrc != 0)
                         rc = 1;
@@ -274,11 +282,12 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
         for (int i = 0; wpg && i < 100 && !ms_stop; i++) {
                 PGresult *r = NULL;
                 const char *p[] = {org};
-                if (ms_pg_exec(wpg,
-                               "SELECT (SELECT count(*) FROM membersync.outbox) + (SELECT "
-                               "count(*) FROM membersync.sync_status WHERE org_id = $1 AND "
-                               "state IN ('QUEUED', 'RUNNING'))",
-                               1, p, &r, err, sizeof(err)) == 0 &&
+                if (ms_pg_exec(
+                        wpg,
+                        "SELECT (SELECT count(*) FROM membersync.outbox) + (SELECT "
+                        "count(*) FROM membersync.sync_status WHERE org_id = $1 AND "
+                        "state IN ('QUEUED', 'RUNNING'))",
+                        1, p, &r, err, sizeof(err)) == 0 &&
                     strcmp(PQgetvalue(r, 0, 0), "0") == 0) {
                         PQclear(r);
                         break;

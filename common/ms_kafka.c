@@ -38,12 +38,14 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
         (void)rk;
         /* syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug. */
-        ms_log_level_t l = level <= 3 ? MS_LOG_ERROR : level == 4 ? MS_LOG_WARN : MS_LOG_DEBUG;
+        ms_log_level_t l = level <= 3   ? MS_LOG_ERROR
+                           : level == 4 ? MS_LOG_WARN
+                                        : MS_LOG_DEBUG;
         ms_log(l, "kafka %s: %s", fac, buf);
 }
 
-int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value, char *errstr,
-                      size_t errstr_size)
+int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value,
+                      char *errstr, size_t errstr_size)
 {
         char err[256];
         if (rd_kafka_conf_set(kc, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
@@ -53,15 +55,15 @@ int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value, 
         return 0;
 }
 
-rd_kafka_conf_t *ms_kafka_conf_new(const ms_conf_t *conf, const char *client_id, char *errstr,
-                                   size_t errstr_size)
+rd_kafka_conf_t *ms_kafka_conf_new(const ms_conf_t *conf, const char *client_id,
+                                   char *errstr, size_t errstr_size)
 {
         rd_kafka_conf_t *kc = rd_kafka_conf_new();
-        if (ms_kafka_conf_set(kc, "bootstrap.servers", conf->kafka_bootstrap_servers, errstr,
-                              errstr_size) ||
+        if (ms_kafka_conf_set(kc, "bootstrap.servers", conf->kafka_bootstrap_servers,
+                              errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "client.id", client_id, errstr, errstr_size) ||
-            ms_kafka_conf_set(kc, "security.protocol", conf->kafka_security_protocol, errstr,
-                              errstr_size) ||
+            ms_kafka_conf_set(kc, "security.protocol", conf->kafka_security_protocol,
+                              errstr, errstr_size) ||
             (conf->kafka_ssl_ca_location[0] &&
              ms_kafka_conf_set(kc, "ssl.ca.location", conf->kafka_ssl_ca_location, errstr,
                                errstr_size))) {
@@ -102,7 +104,8 @@ rd_kafka_t *ms_kafka_producer_new(const ms_conf_t *conf, const char *client_id,
         return rk;
 }
 
-void ms_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size)
+void ms_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                     size_t size)
 {
         rd_kafka_headers_t *hdrs = NULL;
         const void *val = NULL;
@@ -110,7 +113,8 @@ void ms_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, s
         buf[0] = '\0';
         if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 return;
-        if (rd_kafka_header_get_last(hdrs, name, &val, &len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        if (rd_kafka_header_get_last(hdrs, name, &val, &len) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
             !val)
                 return;
         if (len >= size)

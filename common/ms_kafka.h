@@ -22,11 +22,11 @@ void ms_signals_install(int grace_s);
 /* New client configuration with bootstrap servers, security and logging set.
  * The caller owns the result (rd_kafka_conf_destroy, or pass it to
  * rd_kafka_new which takes it). */
-rd_kafka_conf_t *ms_kafka_conf_new(const ms_conf_t *conf, const char *client_id, char *errstr,
-                                   size_t errstr_size);
+rd_kafka_conf_t *ms_kafka_conf_new(const ms_conf_t *conf, const char *client_id,
+                                   char *errstr, size_t errstr_size);
 /* Sets a property, copying librdkafka's error into errstr. */
-int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value, char *errstr,
-                      size_t errstr_size);
+int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value,
+                      char *errstr, size_t errstr_size);
 
 /* An idempotent producer (acks=all, ordered per partition).  dr_cb may be
  * NULL. */
@@ -36,6 +36,7 @@ rd_kafka_t *ms_kafka_producer_new(const ms_conf_t *conf, const char *client_id,
                                   void *opaque, char *errstr, size_t errstr_size);
 
 /* Header value as a NUL-terminated copy in buf ("" when absent). */
-void ms_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf, size_t size);
+void ms_kafka_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                     size_t size);
 
 #endif

@@ -17,7 +17,8 @@ int ms_log_level_parse(const char *s, ms_log_level_t *out);
 /* Per-thread context; NULL clears.  Strings are copied. */
 void ms_log_ctx_set(const char *job_id, const char *org_id);
 
-void ms_log(ms_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ms_log(ms_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 #define ms_log_debug(...) ms_log(MS_LOG_DEBUG, __VA_ARGS__)
 #define ms_log_info(...)  ms_log(MS_LOG_INFO, __VA_ARGS__)
 #define ms_log_warn(...)  ms_log(MS_LOG_WARN, __VA_ARGS__)

@@ -36,16 +36,17 @@ void ms_outbox_destroy(ms_outbox_t *ob)
         free(ob);
 }
 
-static int push_row(ms_outbox_t *ob, const char *topic, const char *key, const void *value,
-                    size_t len, json_t *headers, char *errstr, size_t errstr_size)
+static int push_row(ms_outbox_t *ob, const char *topic, const char *key,
+                    const void *value, size_t len, json_t *headers, char *errstr,
+                    size_t errstr_size)
 {
         char *b64 = ms_base64_encode(value, len);
         if (!b64) {
                 snprintf(errstr, errstr_size, "outbox: out of memory");
                 return MS_ERR_GENERIC;
         }
-        json_t *row = json_pack("{s:s, s:s, s:s, s:O}", "t", topic, "k", key, "v", b64, "h",
-                                headers);
+        json_t *row = json_pack("{s:s, s:s, s:s, s:O}", "t", topic, "k", key, "v", b64,
+                                "h", headers);
         free(b64);
         if (!row || json_array_append_new(ob->rows, row)) {
                 snprintf(errstr, errstr_size, "outbox: cannot build row");
@@ -74,11 +75,13 @@ int ms_outbox_add(ms_outbox_t *ob, const char *topic, const char *key, const cha
         if (!t)
                 t = json_object_get(event, "requested_at");
         char when[40], ce_type[80];
-        ms_iso8601(json_is_integer(t) ? json_integer_value(t) : ms_now_ms(), when, sizeof(when));
+        ms_iso8601(json_is_integer(t) ? json_integer_value(t) : ms_now_ms(), when,
+                   sizeof(when));
         snprintf(ce_type, sizeof(ce_type), "membersync.%s", type);
-        json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ce_id", id ? id : "",
-                              "ce_type", ce_type, "ce_source", ob->source, "ce_specversion",
-                              "1.0", "ce_time", when, "content-type", "application/avro");
+        json_t *h =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ce_id", id ? id : "", "ce_type",
+                      ce_type, "ce_source", ob->source, "ce_specversion", "1.0",
+                      "ce_time", when, "content-type", "application/avro");
         if (!h) {
                 free(val);
                 snprintf(errstr, errstr_size, "outbox: cannot build headers");
@@ -90,11 +93,12 @@ int ms_outbox_add(ms_outbox_t *ob, const char *topic, const char *key, const cha
         return rc;
 }
 
-int ms_outbox_add_raw(ms_outbox_t *ob, const char *topic, const char *key, const void *value,
-                      size_t len, json_t *headers, char *errstr, size_t errstr_size)
+int ms_outbox_add_raw(ms_outbox_t *ob, const char *topic, const char *key,
+                      const void *value, size_t len, json_t *headers, char *errstr,
+                      size_t errstr_size)
 {
-        return push_row(ob, topic, key ? key : "", value ? value : "", value ? len : 0, headers,
-                        errstr, errstr_size);
+        return push_row(ob, topic, key ? key : "", value ? value : "", value ? len : 0,
+                        headers, errstr, errstr_size);
 }
 
 size_t ms_outbox_count(const ms_outbox_t *ob)

@@ -29,8 +29,9 @@ int ms_outbox_add(ms_outbox_t *ob, const char *topic, const char *key, const cha
                   const char *type, json_t *event, char *errstr, size_t errstr_size);
 /* Queues raw bytes with the given headers (object of string values,
  * borrowed): used for dead letters, which keep the original bytes. */
-int ms_outbox_add_raw(ms_outbox_t *ob, const char *topic, const char *key, const void *value,
-                      size_t len, json_t *headers, char *errstr, size_t errstr_size);
+int ms_outbox_add_raw(ms_outbox_t *ob, const char *topic, const char *key,
+                      const void *value, size_t len, json_t *headers, char *errstr,
+                      size_t errstr_size);
 
 size_t ms_outbox_count(const ms_outbox_t *ob);
 /* Inserts the queued events (in order) within the caller's transaction and

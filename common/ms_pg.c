@@ -29,7 +29,8 @@ PGconn *ms_pg_connect(const char *dsn, const char *role, char *errstr, size_t er
         }
         if (PQstatus(pg) != CONNECTION_OK) {
                 /* The DSN may hold a password: report libpq's message only. */
-                snprintf(errstr, errstr_size, "postgres: cannot connect: %s", PQerrorMessage(pg));
+                snprintf(errstr, errstr_size, "postgres: cannot connect: %s",
+                         PQerrorMessage(pg));
                 size_t n = strlen(errstr);
                 while (n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '))
                         errstr[--n] = '\0';
@@ -47,7 +48,8 @@ int ms_pg_exec(PGconn *pg, const char *sql, int nparams, const char *const *para
         ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
         if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
                 const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(pg);
-                snprintf(errstr, errstr_size, "postgres: %s", msg && *msg ? msg : "error");
+                snprintf(errstr, errstr_size, "postgres: %s",
+                         msg && *msg ? msg : "error");
                 size_t n = strlen(errstr);
                 while (n > 0 && (errstr[n - 1] == '\n' || errstr[n - 1] == ' '))
                         errstr[--n] = '\0';
@@ -92,11 +94,11 @@ int ms_pg_migrate(PGconn *pg, int *applied, char *errstr, size_t errstr_size)
         int rc, n = 0;
         /* A session-level advisory lock: two migrate jobs started together by
          * a rolling deploy wait for each other instead of racing. */
-        if ((rc = ms_pg_exec(pg, "SELECT pg_advisory_lock(72010001)", 0, NULL, NULL, errstr,
-                             errstr_size)))
+        if ((rc = ms_pg_exec(pg, "SELECT pg_advisory_lock(72010001)", 0, NULL, NULL,
+                             errstr, errstr_size)))
                 return rc;
-        if ((rc = ms_pg_exec(pg, "CREATE SCHEMA IF NOT EXISTS membersync", 0, NULL, NULL, errstr,
-                             errstr_size)) ||
+        if ((rc = ms_pg_exec(pg, "CREATE SCHEMA IF NOT EXISTS membersync", 0, NULL, NULL,
+                             errstr, errstr_size)) ||
             (rc = ms_pg_exec(pg,
                              "CREATE TABLE IF NOT EXISTS membersync.schema_migrations ("
                              "version text PRIMARY KEY, applied_at timestamptz NOT NULL "
@@ -170,19 +172,21 @@ int ms_pg_offset_load(PGconn *pg, const char *group, const char *topic, int32_t 
         return 0;
 }
 
-int ms_pg_offset_store(PGconn *pg, const char *group, const char *topic, int32_t partition,
-                       int64_t next_offset, char *errstr, size_t errstr_size)
+int ms_pg_offset_store(PGconn *pg, const char *group, const char *topic,
+                       int32_t partition, int64_t next_offset, char *errstr,
+                       size_t errstr_size)
 {
         char part[16], off[24];
         snprintf(part, sizeof(part), "%d", partition);
         snprintf(off, sizeof(off), "%lld", (long long)next_offset);
         const char *p[] = {group, topic, part, off};
-        return ms_pg_exec(pg,
-                          "INSERT INTO membersync.consumer_offsets(group_id, topic, partition, "
-                          "next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, "
-                          "partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
-                          "updated_at = now()",
-                          4, p, NULL, errstr, errstr_size);
+        return ms_pg_exec(
+            pg,
+            "INSERT INTO membersync.consumer_offsets(group_id, topic, partition, "
+            "next_offset) VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, topic, "
+            "partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+            "updated_at = now()",
+            4, p, NULL, errstr, errstr_size);
 }
 
 const char *ms_pg_str(const PGresult *res, int row, const char *col)

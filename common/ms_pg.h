@@ -11,7 +11,8 @@
 
 /* Connects and checks the server answers.  application_name is set to
  * membersync-<role>.  Returns NULL with errstr on failure. */
-PGconn *ms_pg_connect(const char *dsn, const char *role, char *errstr, size_t errstr_size);
+PGconn *ms_pg_connect(const char *dsn, const char *role, char *errstr,
+                      size_t errstr_size);
 
 /* Runs a parameterized statement (text parameters, NULL = SQL NULL).  When res
  * is non-NULL the caller owns *res (PQclear); otherwise it is cleared here.
@@ -37,11 +38,13 @@ int ms_pg_migrate(PGconn *pg, int *applied, char *errstr, size_t errstr_size);
  * MS_ERR_NOTFOUND when the group never stored one for the partition. */
 int ms_pg_offset_load(PGconn *pg, const char *group, const char *topic, int32_t partition,
                       int64_t *next_offset, char *errstr, size_t errstr_size);
-int ms_pg_offset_store(PGconn *pg, const char *group, const char *topic, int32_t partition,
-                       int64_t next_offset, char *errstr, size_t errstr_size);
+int ms_pg_offset_store(PGconn *pg, const char *group, const char *topic,
+                       int32_t partition, int64_t next_offset, char *errstr,
+                       size_t errstr_size);
 
 /* Helpers for reading results: NULL-safe getters. */
-const char *ms_pg_str(const PGresult *res, int row, const char *col); /* NULL when SQL NULL */
+const char *ms_pg_str(const PGresult *res, int row,
+                      const char *col); /* NULL when SQL NULL */
 int64_t ms_pg_i64(const PGresult *res, int row, const char *col, int64_t dflt);
 
 #endif

@@ -37,7 +37,8 @@ int32_t ms_days_from_civil(int y, int m, int d)
         y -= m <= 2;
         const int era = (y >= 0 ? y : y - 399) / 400;
         const unsigned yoe = (unsigned)(y - era * 400);
-        const unsigned doy = (153 * (unsigned)(m + (m > 2 ? -3 : 9)) + 2) / 5 + (unsigned)d - 1;
+        const unsigned doy =
+            (153 * (unsigned)(m + (m > 2 ? -3 : 9)) + 2) / 5 + (unsigned)d - 1;
         const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         return era * 146097 + (int32_t)doe - 719468;
 }
@@ -74,8 +75,8 @@ void ms_iso8601(int64_t epoch_ms, char *buf, size_t size)
         int64_t rem = secs - (int64_t)days * 86400;
         int y, m, d;
         ms_civil_from_days(days, &y, &m, &d);
-        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d, (int)(rem / 3600),
-                 (int)(rem / 60 % 60), (int)(rem % 60), ms);
+        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d,
+                 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), ms);
 }
 
 static int parse_digits(const char **p, int n, int *out)
@@ -96,7 +97,8 @@ int ms_iso8601_parse(const char *s, int64_t *epoch_ms)
         const char *p = s;
         int y, mo, d, h, mi, se, frac = 0;
         if (parse_digits(&p, 4, &y) || *p++ != '-' || parse_digits(&p, 2, &mo) ||
-            *p++ != '-' || parse_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+            *p++ != '-' || parse_digits(&p, 2, &d) ||
+            (*p != 'T' && *p != 't' && *p != ' '))
                 return -1;
         p++;
         if (parse_digits(&p, 2, &h) || *p++ != ':' || parse_digits(&p, 2, &mi) ||
@@ -132,8 +134,8 @@ int ms_iso8601_parse(const char *s, int64_t *epoch_ms)
         }
         if (*p != '\0')
                 return -1;
-        int64_t secs = (int64_t)ms_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se -
-                       (int64_t)offset_min * 60;
+        int64_t secs = (int64_t)ms_days_from_civil(y, mo, d) * 86400 + h * 3600 +
+                       mi * 60 + se - (int64_t)offset_min * 60;
         *epoch_ms = secs * 1000 + frac;
         return 0;
 }
@@ -156,14 +158,15 @@ int ms_uuid_valid(const char *s)
 char *ms_base64_encode(const unsigned char *data, size_t len)
 {
         static const char tbl[] =
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         size_t olen = 4 * ((len + 2) / 3);
         char *out = malloc(olen + 1);
         if (!out)
                 return NULL;
         size_t i, o = 0;
         for (i = 0; i + 2 < len; i += 3) {
-                uint32_t v = (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
+                uint32_t v =
+                    (uint32_t)data[i] << 16 | (uint32_t)data[i + 1] << 8 | data[i + 2];
                 out[o++] = tbl[v >> 18];
                 out[o++] = tbl[(v >> 12) & 63];
                 out[o++] = tbl[(v >> 6) & 63];

@@ -50,7 +50,8 @@ typedef struct job {
         char status_key[300];
         char *checkpoint;
         int fetch_complete;
-        long long seq, processed, created, updated, unchanged, deactivated, errors, warnings;
+        long long seq, processed, created, updated, unchanged, deactivated, errors,
+            warnings;
         long long source_total; /* -1 unknown */
         long long total_estimate;
         double rate_ewma;
@@ -123,10 +124,12 @@ static json_t *job_event(job_t *j, const char *branch, json_t *payload /* stolen
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:{s:o}}", "event_id", id,
                          "org_id", j->org, "integration", j->integ, "job_id", j->job_id,
                          "request_id", j->request_id, "seq", (json_int_t)++j->seq,
-                         "occurred_at", (json_int_t)ms_now_ms(), "payload", branch, payload);
+                         "occurred_at", (json_int_t)ms_now_ms(), "payload", branch,
+                         payload);
 }
 
-static int emit(job_t *j, const char *branch, json_t *payload, char *errstr, size_t errstr_size)
+static int emit(job_t *j, const char *branch, json_t *payload, char *errstr,
+                size_t errstr_size)
 {
         json_t *ev = job_event(j, branch, payload);
         if (!ev) {
@@ -166,11 +169,11 @@ static int add_issue_row(json_t *rows, job_t *j, const char *severity,
                          const ms_canon_issue_t *is, const char *ext_id, long long index)
 {
         long long seq = j->errors + j->warnings + (long long)json_array_size(rows);
-        return json_array_append_new(rows, json_pack("{s:I, s:s, s:s, s:s?, s:s, s:s, s:I}",
-                                                     "seq", (json_int_t)seq, "sev", severity,
-                                                     "code", is->code, "ext", ext_id, "field",
-                                                     is->field, "msg", is->message, "idx",
-                                                     (json_int_t)index));
+        return json_array_append_new(
+            rows,
+            json_pack("{s:I, s:s, s:s, s:s?, s:s, s:s, s:I}", "seq", (json_int_t)seq,
+                      "sev", severity, "code", is->code, "ext", ext_id, "field",
+                      is->field, "msg", is->message, "idx", (json_int_t)index));
 }
 
 static int insert_issue_rows(job_t *j, json_t *rows, char *errstr, size_t errstr_size)
@@ -179,13 +182,14 @@ static int insert_issue_rows(job_t *j, json_t *rows, char *errstr, size_t errstr
                 return 0;
         char *doc = json_dumps(rows, JSON_COMPACT);
         const char *p[] = {j->job_id, doc};
-        int rc = ms_pg_exec(j->pg,
-                            "INSERT INTO membersync.sync_errors(job_id, seq, severity, code, "
-                            "external_id, field, message, record_index) SELECT $1::uuid, x.seq, "
-                            "x.sev, x.code, x.ext, nullif(x.field, ''), x.msg, x.idx FROM "
-                            "jsonb_to_recordset($2::jsonb) AS x(seq bigint, sev text, code text, "
-                            "ext text, field text, msg text, idx bigint)",
-                            2, p, NULL, errstr, errstr_size);
+        int rc = ms_pg_exec(
+            j->pg,
+            "INSERT INTO membersync.sync_errors(job_id, seq, severity, code, "
+            "external_id, field, message, record_index) SELECT $1::uuid, x.seq, "
+            "x.sev, x.code, x.ext, nullif(x.field, ''), x.msg, x.idx FROM "
+            "jsonb_to_recordset($2::jsonb) AS x(seq bigint, sev text, code text, "
+            "ext text, field text, msg text, idx bigint)",
+            2, p, NULL, errstr, errstr_size);
         free(doc);
         return rc;
 }
@@ -197,18 +201,17 @@ static int member_event(job_t *j, const char *op, const char *ext_id, json_t *be
         char id[37], key[512];
         ms_uuid_new(id);
         snprintf(key, sizeof(key), "%s/%s/%s", j->org, j->integ, ext_id);
-        json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O?, s:O?, s:o, s:I}", "event_id",
-                               id, "org_id", j->org, "integration", j->integ, "job_id",
-                               j->job_id, "op", op, "external_id", ext_id, "before", before,
-                               "after", after, "changed_fields",
-                               changed ? changed : json_array(), "occurred_at",
-                               (json_int_t)ms_now_ms());
+        json_t *ev = json_pack(
+            "{s:s, s:s, s:s, s:s, s:s, s:s, s:O?, s:O?, s:o, s:I}", "event_id", id,
+            "org_id", j->org, "integration", j->integ, "job_id", j->job_id, "op", op,
+            "external_id", ext_id, "before", before, "after", after, "changed_fields",
+            changed ? changed : json_array(), "occurred_at", (json_int_t)ms_now_ms());
         if (!ev) {
                 snprintf(errstr, errstr_size, "connector: cannot build MemberChanged");
                 return MS_ERR_GENERIC;
         }
-        int rc = ms_outbox_add(j->ob, j->ctx->conf->topic_member_changes, key, "MemberChanged",
-                               "MemberChanged", ev, errstr, errstr_size);
+        int rc = ms_outbox_add(j->ob, j->ctx->conf->topic_member_changes, key,
+                               "MemberChanged", "MemberChanged", ev, errstr, errstr_size);
         json_decref(ev);
         return rc;
 }
@@ -245,11 +248,12 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
         if (json_array_size(seen_arr) > 0) {
                 char *doc = json_dumps(seen_arr, JSON_COMPACT);
                 const char *p[] = {j->job_id, doc};
-                rc = ms_pg_exec(j->pg,
-                                "INSERT INTO membersync.job_seen(job_id, external_id) SELECT "
-                                "$1::uuid, x FROM jsonb_array_elements_text($2::jsonb) x ON "
-                                "CONFLICT DO NOTHING RETURNING external_id",
-                                2, p, &r, errstr, errstr_size);
+                rc = ms_pg_exec(
+                    j->pg,
+                    "INSERT INTO membersync.job_seen(job_id, external_id) SELECT "
+                    "$1::uuid, x FROM jsonb_array_elements_text($2::jsonb) x ON "
+                    "CONFLICT DO NOTHING RETURNING external_id",
+                    2, p, &r, errstr, errstr_size);
                 free(doc);
                 if (rc)
                         goto out;
@@ -263,8 +267,9 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
                 long long idx = base_index + (long long)i;
                 if (ids[i] && (dup[i] || !strset_has(&fresh, ids[i]))) {
                         ms_canon_issue_t is = {"DUPLICATE_ID", "external_id", ""};
-                        snprintf(is.message, sizeof(is.message),
-                                 "external id seen earlier in this sync; later copy skipped");
+                        snprintf(
+                            is.message, sizeof(is.message),
+                            "external id seen earlier in this sync; later copy skipped");
                         add_issue_row(issues, j, "ERROR", &is, ids[i], idx);
                         continue;
                 }
@@ -274,8 +279,8 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
                         goto out;
                 }
                 if (res[i].error.code[0])
-                        add_issue_row(issues, j, "ERROR", &res[i].error, res[i].external_id,
-                                      idx);
+                        add_issue_row(issues, j, "ERROR", &res[i].error,
+                                      res[i].external_id, idx);
                 for (int w = 0; w < res[i].n_warnings; w++)
                         add_issue_row(issues, j, "WARNING", &res[i].warnings[w],
                                       res[i].external_id, idx);
@@ -283,8 +288,9 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
                         char h[24];
                         snprintf(h, sizeof(h), "%lld",
                                  (long long)ms_canon_member_hash(res[i].member));
-                        json_array_append_new(lookup, json_pack("{s:s, s:s}", "id",
-                                                                res[i].external_id, "h", h));
+                        json_array_append_new(
+                            lookup,
+                            json_pack("{s:s, s:s}", "id", res[i].external_id, "h", h));
                         strset_add(&valid_set, res[i].external_id);
                 }
         }
@@ -297,13 +303,14 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
         if (json_array_size(lookup) > 0) {
                 char *doc = json_dumps(lookup, JSON_COMPACT);
                 const char *p[] = {j->org, j->integ, doc};
-                rc = ms_pg_exec(j->pg,
-                                "SELECT m.external_id, m.active, m.content_hash = x.h AS same, "
-                                "CASE WHEN m.content_hash <> x.h AND m.active THEN m.data::text "
-                                "END AS data FROM jsonb_to_recordset($3::jsonb) AS x(id text, h "
-                                "bigint) JOIN membersync.members m ON m.org_id = $1 AND "
-                                "m.integration = $2 AND m.external_id = x.id",
-                                3, p, &r, errstr, errstr_size);
+                rc = ms_pg_exec(
+                    j->pg,
+                    "SELECT m.external_id, m.active, m.content_hash = x.h AS same, "
+                    "CASE WHEN m.content_hash <> x.h AND m.active THEN m.data::text "
+                    "END AS data FROM jsonb_to_recordset($3::jsonb) AS x(id text, h "
+                    "bigint) JOIN membersync.members m ON m.org_id = $1 AND "
+                    "m.integration = $2 AND m.external_id = x.id",
+                    3, p, &r, errstr, errstr_size);
                 free(doc);
                 if (rc) {
                         json_decref(stored);
@@ -312,12 +319,13 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
                 for (int i = 0; i < PQntuples(r); i++) {
                         json_t *data = NULL;
                         if (!PQgetisnull(r, i, 3))
-                                data = json_loads(PQgetvalue(r, i, 3), JSON_ALLOW_NUL, NULL);
+                                data =
+                                    json_loads(PQgetvalue(r, i, 3), JSON_ALLOW_NUL, NULL);
                         json_object_set_new(
-                                stored, PQgetvalue(r, i, 0),
-                                json_pack("{s:b, s:b, s:o?}", "active",
-                                          PQgetvalue(r, i, 1)[0] == 't', "same",
-                                          PQgetvalue(r, i, 2)[0] == 't', "data", data));
+                            stored, PQgetvalue(r, i, 0),
+                            json_pack("{s:b, s:b, s:o?}", "active",
+                                      PQgetvalue(r, i, 1)[0] == 't', "same",
+                                      PQgetvalue(r, i, 2)[0] == 't', "data", data));
                 }
                 PQclear(r);
                 r = NULL;
@@ -342,7 +350,8 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
                         changed = ms_canon_changed_fields(before, res[i].member);
                 }
                 char h[24];
-                snprintf(h, sizeof(h), "%lld", (long long)ms_canon_member_hash(res[i].member));
+                snprintf(h, sizeof(h), "%lld",
+                         (long long)ms_canon_member_hash(res[i].member));
                 json_array_append_new(upserts, json_pack("{s:s, s:O, s:s}", "id", id, "d",
                                                          res[i].member, "h", h));
                 if ((rc = member_event(j, op, id, before, res[i].member, changed, errstr,
@@ -355,16 +364,17 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
         if (json_array_size(upserts) > 0) {
                 char *doc = json_dumps(upserts, JSON_COMPACT | JSON_ENSURE_ASCII);
                 const char *p[] = {j->org, j->integ, j->job_id, doc};
-                rc = ms_pg_exec(j->pg,
-                                "INSERT INTO membersync.members AS m(org_id, integration, "
-                                "external_id, data, content_hash, active, last_job_id) SELECT "
-                                "$1, $2, x.id, x.d, x.h, true, $3::uuid FROM "
-                                "jsonb_to_recordset($4::jsonb) AS x(id text, d jsonb, h bigint) "
-                                "ON CONFLICT (org_id, integration, external_id) DO UPDATE SET "
-                                "data = EXCLUDED.data, content_hash = EXCLUDED.content_hash, "
-                                "active = true, deactivated_at = NULL, last_job_id = "
-                                "EXCLUDED.last_job_id, updated_at = now()",
-                                4, p, NULL, errstr, errstr_size);
+                rc = ms_pg_exec(
+                    j->pg,
+                    "INSERT INTO membersync.members AS m(org_id, integration, "
+                    "external_id, data, content_hash, active, last_job_id) SELECT "
+                    "$1, $2, x.id, x.d, x.h, true, $3::uuid FROM "
+                    "jsonb_to_recordset($4::jsonb) AS x(id text, d jsonb, h bigint) "
+                    "ON CONFLICT (org_id, integration, external_id) DO UPDATE SET "
+                    "data = EXCLUDED.data, content_hash = EXCLUDED.content_hash, "
+                    "active = true, deactivated_at = NULL, last_job_id = "
+                    "EXCLUDED.last_job_id, updated_at = now()",
+                    4, p, NULL, errstr, errstr_size);
                 free(doc);
                 if (rc)
                         goto out;
@@ -372,8 +382,8 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
         if ((rc = insert_issue_rows(j, issues, errstr, errstr_size)))
                 goto out;
         for (size_t i = 0; i < json_array_size(issues); i++) {
-                const char *sev = json_string_value(
-                        json_object_get(json_array_get(issues, i), "sev"));
+                const char *sev =
+                    json_string_value(json_object_get(json_array_get(issues, i), "sev"));
                 if (strcmp(sev, "ERROR") == 0)
                         j->errors++;
                 else
@@ -405,7 +415,7 @@ static int save_job(job_t *j, const char *state, const char *failure, char *errs
                     size_t errstr_size)
 {
         char seq[24], proc[24], cr[24], up[24], un[24], de[24], er[24], wa[24], st[24],
-                te[24], ew[40], fc[2];
+            te[24], ew[40], fc[2];
         snprintf(seq, sizeof(seq), "%lld", j->seq);
         snprintf(proc, sizeof(proc), "%lld", j->processed);
         snprintf(cr, sizeof(cr), "%lld", j->created);
@@ -418,22 +428,38 @@ static int save_job(job_t *j, const char *state, const char *failure, char *errs
         snprintf(te, sizeof(te), "%lld", j->total_estimate);
         snprintf(ew, sizeof(ew), "%.3f", j->rate_ewma);
         snprintf(fc, sizeof(fc), "%s", j->fetch_complete ? "t" : "f");
-        const char *p[] = {j->job_id, j->ctx->instance, j->checkpoint, seq,   proc, cr, up, un,
-                           de,        er,              wa,            st,    te,   ew, fc, state,
+        const char *p[] = {j->job_id,
+                           j->ctx->instance,
+                           j->checkpoint,
+                           seq,
+                           proc,
+                           cr,
+                           up,
+                           un,
+                           de,
+                           er,
+                           wa,
+                           st,
+                           te,
+                           ew,
+                           fc,
+                           state,
                            failure};
         PGresult *r = NULL;
         int rc = ms_pg_exec(
-                j->pg,
-                "UPDATE membersync.sync_jobs SET checkpoint = $3, seq = $4, records_processed = "
-                "$5, created = $6, updated = $7, unchanged = $8, deactivated = $9, error_count = "
-                "$10, warning_count = $11, source_total = nullif($12::bigint, -1), "
-                "total_estimate = nullif($13::bigint, -1), rate_ewma = $14, fetch_complete = "
-                "$15, pages_done = pages_done + CASE WHEN $16 = 'RUNNING' THEN 1 ELSE 0 END, "
-                "heartbeat_at = now(), state = $16, failure_reason = $17, finished_at = CASE "
-                "WHEN $16 = 'RUNNING' THEN NULL ELSE now() END, owner = CASE WHEN $16 = "
-                "'RUNNING' THEN owner END WHERE job_id = $1::uuid AND owner = $2 AND state = "
-                "'RUNNING' RETURNING 1",
-                17, p, &r, errstr, errstr_size);
+            j->pg,
+            "UPDATE membersync.sync_jobs SET checkpoint = $3, seq = $4, "
+            "records_processed = "
+            "$5, created = $6, updated = $7, unchanged = $8, deactivated = $9, "
+            "error_count = "
+            "$10, warning_count = $11, source_total = nullif($12::bigint, -1), "
+            "total_estimate = nullif($13::bigint, -1), rate_ewma = $14, fetch_complete = "
+            "$15, pages_done = pages_done + CASE WHEN $16 = 'RUNNING' THEN 1 ELSE 0 END, "
+            "heartbeat_at = now(), state = $16, failure_reason = $17, finished_at = CASE "
+            "WHEN $16 = 'RUNNING' THEN NULL ELSE now() END, owner = CASE WHEN $16 = "
+            "'RUNNING' THEN owner END WHERE job_id = $1::uuid AND owner = $2 AND state = "
+            "'RUNNING' RETURNING 1",
+            17, p, &r, errstr, errstr_size);
         if (rc)
                 return rc;
         int ok = PQntuples(r) == 1;
@@ -453,43 +479,49 @@ static int deactivate_unseen(job_t *j, int *guard, json_t *issues, char *errstr,
 {
         const char *p[] = {j->org, j->integ, j->job_id};
         PGresult *r = NULL;
-        int rc = ms_pg_exec(j->pg,
-                            "SELECT count(*) AS active, count(*) FILTER (WHERE NOT EXISTS "
-                            "(SELECT 1 FROM membersync.job_seen s WHERE s.job_id = $3::uuid AND "
-                            "s.external_id = m.external_id)) AS gone FROM membersync.members m "
-                            "WHERE m.org_id = $1 AND m.integration = $2 AND m.active",
-                            3, p, &r, errstr, errstr_size);
+        int rc = ms_pg_exec(
+            j->pg,
+            "SELECT count(*) AS active, count(*) FILTER (WHERE NOT EXISTS "
+            "(SELECT 1 FROM membersync.job_seen s WHERE s.job_id = $3::uuid AND "
+            "s.external_id = m.external_id)) AS gone FROM membersync.members m "
+            "WHERE m.org_id = $1 AND m.integration = $2 AND m.active",
+            3, p, &r, errstr, errstr_size);
         if (rc)
                 return rc;
-        long long active = ms_pg_i64(r, 0, "active", 0), gone = ms_pg_i64(r, 0, "gone", 0);
+        long long active = ms_pg_i64(r, 0, "active", 0),
+                  gone = ms_pg_i64(r, 0, "gone", 0);
         PQclear(r);
         r = NULL;
         if (gone == 0)
                 return 0;
         long long limit_pct = (long long)j->ctx->conf->conn_deactivation_guard_pct;
-        if (gone * 100 > active * limit_pct && gone > j->ctx->conf->conn_deactivation_guard_min) {
+        if (gone * 100 > active * limit_pct &&
+            gone > j->ctx->conf->conn_deactivation_guard_min) {
                 ms_canon_issue_t is = {"DEACTIVATION_GUARD", "", ""};
                 snprintf(is.message, sizeof(is.message),
-                         "would deactivate %lld of %lld members (over %lld%%): none deactivated",
+                         "would deactivate %lld of %lld members (over %lld%%): none "
+                         "deactivated",
                          gone, active, limit_pct);
                 add_issue_row(issues, j, "ERROR", &is, NULL, -1);
                 *guard = 1;
-                ms_log_warn("deactivation guard: %lld of %lld members unseen", gone, active);
+                ms_log_warn("deactivation guard: %lld of %lld members unseen", gone,
+                            active);
                 return 0;
         }
-        rc = ms_pg_exec(j->pg,
-                        "UPDATE membersync.members m SET active = false, deactivated_at = now(), "
-                        "last_job_id = $3::uuid, updated_at = now() WHERE m.org_id = $1 AND "
-                        "m.integration = $2 AND m.active AND NOT EXISTS (SELECT 1 FROM "
-                        "membersync.job_seen s WHERE s.job_id = $3::uuid AND s.external_id = "
-                        "m.external_id) RETURNING m.external_id, m.data::text",
-                        3, p, &r, errstr, errstr_size);
+        rc = ms_pg_exec(
+            j->pg,
+            "UPDATE membersync.members m SET active = false, deactivated_at = now(), "
+            "last_job_id = $3::uuid, updated_at = now() WHERE m.org_id = $1 AND "
+            "m.integration = $2 AND m.active AND NOT EXISTS (SELECT 1 FROM "
+            "membersync.job_seen s WHERE s.job_id = $3::uuid AND s.external_id = "
+            "m.external_id) RETURNING m.external_id, m.data::text",
+            3, p, &r, errstr, errstr_size);
         if (rc)
                 return rc;
         for (int i = 0; i < PQntuples(r) && rc == 0; i++) {
                 json_t *before = json_loads(PQgetvalue(r, i, 1), JSON_ALLOW_NUL, NULL);
-                rc = member_event(j, "DEACTIVATED", PQgetvalue(r, i, 0), before, NULL, NULL,
-                                  errstr, errstr_size);
+                rc = member_event(j, "DEACTIVATED", PQgetvalue(r, i, 0), before, NULL,
+                                  NULL, errstr, errstr_size);
                 json_decref(before);
                 j->deactivated++;
         }
@@ -508,7 +540,8 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
                 goto out;
         if (!failure) {
                 if (j->source_total >= 0 && j->processed == j->source_total) {
-                        if ((rc = deactivate_unseen(j, &guard, issues, errstr, errstr_size)))
+                        if ((rc = deactivate_unseen(j, &guard, issues, errstr,
+                                                    errstr_size)))
                                 goto out;
                 } else {
                         ms_canon_issue_t is = {"DEACTIVATION_SKIPPED", "", ""};
@@ -522,10 +555,11 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
         if ((rc = insert_issue_rows(j, issues, errstr, errstr_size)))
                 goto out;
         for (size_t i = 0; i < json_array_size(issues); i++)
-                if (strcmp(json_string_value(json_object_get(json_array_get(issues, i), "code")),
+                if (strcmp(json_string_value(
+                               json_object_get(json_array_get(issues, i), "code")),
                            "DEACTIVATION_SKIPPED") == 0)
                         j->warnings++;
-        const char *outcome = failure                  ? "FAILED"
+        const char *outcome = failure                    ? "FAILED"
                               : (j->errors > 0 || guard) ? "PARTIAL"
                                                          : "SUCCEEDED";
         char reason[200] = "";
@@ -533,34 +567,37 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
                 snprintf(reason, sizeof(reason), "%s", failure);
         else if (guard)
                 snprintf(reason, sizeof(reason), "deactivation guard");
-        json_t *pl = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}",
-                               "outcome", outcome, "finished_at", (json_int_t)ms_now_ms(),
-                               "records_processed", (json_int_t)j->processed, "records_synced",
-                               (json_int_t)(j->created + j->updated + j->unchanged), "created",
-                               (json_int_t)j->created, "updated", (json_int_t)j->updated,
-                               "deactivated", (json_int_t)j->deactivated, "unchanged",
-                               (json_int_t)j->unchanged, "error_count", (json_int_t)j->errors,
-                               "warning_count", (json_int_t)j->warnings, "failure_reason",
-                               reason[0] ? reason : NULL);
+        json_t *pl = json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}", "outcome",
+            outcome, "finished_at", (json_int_t)ms_now_ms(), "records_processed",
+            (json_int_t)j->processed, "records_synced",
+            (json_int_t)(j->created + j->updated + j->unchanged), "created",
+            (json_int_t)j->created, "updated", (json_int_t)j->updated, "deactivated",
+            (json_int_t)j->deactivated, "unchanged", (json_int_t)j->unchanged,
+            "error_count", (json_int_t)j->errors, "warning_count",
+            (json_int_t)j->warnings, "failure_reason", reason[0] ? reason : NULL);
         if ((rc = emit(j, "SyncCompleted", pl, errstr, errstr_size)))
                 goto out;
         if ((rc = save_job(j, outcome, reason[0] ? reason : NULL, errstr, errstr_size)))
                 goto out;
         const char *p[] = {j->job_id};
-        if ((rc = ms_pg_exec(j->pg, "DELETE FROM membersync.job_seen WHERE job_id = $1::uuid", 1,
+        if ((rc = ms_pg_exec(j->pg,
+                             "DELETE FROM membersync.job_seen WHERE job_id = $1::uuid", 1,
                              p, NULL, errstr, errstr_size)))
                 goto out;
-        if ((rc = ms_consumer_store_offset(j->ctx->consumer, j->pg, m, errstr, errstr_size)))
+        if ((rc = ms_consumer_store_offset(j->ctx->consumer, j->pg, m, errstr,
+                                           errstr_size)))
                 goto out;
         if ((rc = ms_outbox_flush(j->ob, j->pg, errstr, errstr_size)))
                 goto out;
         rc = ms_pg_commit(j->pg, errstr, errstr_size);
         if (!rc)
-                ms_log_info("job finished %s: processed %lld, created %lld, updated %lld, "
-                            "unchanged %lld, deactivated %lld, errors %lld, warnings %lld%s%s",
-                            outcome, j->processed, j->created, j->updated, j->unchanged,
-                            j->deactivated, j->errors, j->warnings, reason[0] ? ": " : "",
-                            reason);
+                ms_log_info(
+                    "job finished %s: processed %lld, created %lld, updated %lld, "
+                    "unchanged %lld, deactivated %lld, errors %lld, warnings %lld%s%s",
+                    outcome, j->processed, j->created, j->updated, j->unchanged,
+                    j->deactivated, j->errors, j->warnings, reason[0] ? ": " : "",
+                    reason);
 out:
         if (rc) {
                 ms_pg_rollback(j->pg);
@@ -575,20 +612,23 @@ out:
 static int idle_cb(void *opaque)
 {
         job_t *j = opaque;
-        if (ms_mono_ms() - j->last_heartbeat_ms >= j->ctx->conf->conn_heartbeat_interval_ms) {
+        if (ms_mono_ms() - j->last_heartbeat_ms >=
+            j->ctx->conf->conn_heartbeat_interval_ms) {
                 char err[256];
                 const char *p[] = {j->job_id, j->ctx->instance};
-                if (ms_pg_exec(j->pg,
-                               "UPDATE membersync.sync_jobs SET heartbeat_at = now() WHERE "
-                               "job_id = $1::uuid AND owner = $2",
-                               2, p, NULL, err, sizeof(err)) == 0)
+                if (ms_pg_exec(
+                        j->pg,
+                        "UPDATE membersync.sync_jobs SET heartbeat_at = now() WHERE "
+                        "job_id = $1::uuid AND owner = $2",
+                        2, p, NULL, err, sizeof(err)) == 0)
                         j->last_heartbeat_ms = ms_mono_ms();
         }
         return ms_consumer_keepalive(j->ctx->consumer);
 }
 
-static int load_secret(PGresult *jr, ms_system_t sys, ms_gateway_conf_t *gc, char **secret,
-                       size_t *secret_len, char *errstr, size_t errstr_size)
+static int load_secret(PGresult *jr, ms_system_t sys, ms_gateway_conf_t *gc,
+                       char **secret, size_t *secret_len, char *errstr,
+                       size_t errstr_size)
 {
         int rc = ms_conf_secret(ms_pg_str(jr, 0, "credentials_ref"), secret, errstr,
                                 errstr_size);
@@ -622,20 +662,22 @@ static int claim(job_t *j, const rd_kafka_message_t *m, PGresult **jr_out, char 
         if ((rc = ms_pg_begin(j->pg, errstr, errstr_size)))
                 return rc;
         const char *p[] = {j->job_id};
-        if ((rc = ms_pg_exec(j->pg,
-                             "SELECT j.*, i.base_url, i.credentials_ref, i.page_size, i.max_rps, "
-                             "i.enabled, (SELECT p.records_processed FROM membersync.sync_jobs p "
-                             "WHERE p.org_id = j.org_id AND p.integration = j.integration AND "
-                             "p.state IN ('SUCCEEDED', 'PARTIAL') AND p.job_id <> j.job_id ORDER "
-                             "BY p.queued_at DESC LIMIT 1) AS last_total FROM "
-                             "membersync.sync_jobs j LEFT JOIN membersync.integrations i ON "
-                             "i.org_id = j.org_id AND i.integration = j.integration WHERE "
-                             "j.job_id = $1::uuid FOR UPDATE OF j",
-                             1, p, &r, errstr, errstr_size)))
+        if ((rc = ms_pg_exec(
+                 j->pg,
+                 "SELECT j.*, i.base_url, i.credentials_ref, i.page_size, i.max_rps, "
+                 "i.enabled, (SELECT p.records_processed FROM membersync.sync_jobs p "
+                 "WHERE p.org_id = j.org_id AND p.integration = j.integration AND "
+                 "p.state IN ('SUCCEEDED', 'PARTIAL') AND p.job_id <> j.job_id ORDER "
+                 "BY p.queued_at DESC LIMIT 1) AS last_total FROM "
+                 "membersync.sync_jobs j LEFT JOIN membersync.integrations i ON "
+                 "i.org_id = j.org_id AND i.integration = j.integration WHERE "
+                 "j.job_id = $1::uuid FOR UPDATE OF j",
+                 1, p, &r, errstr, errstr_size)))
                 goto fail;
         const char *state = PQntuples(r) ? ms_pg_str(r, 0, "state") : NULL;
         if (!state || (strcmp(state, "QUEUED") != 0 && strcmp(state, "RUNNING") != 0)) {
-                ms_log_info("job %s is %s: skipped", j->job_id, state ? state : "unknown");
+                ms_log_info("job %s is %s: skipped", j->job_id,
+                            state ? state : "unknown");
                 if ((rc = ms_consumer_store_offset(j->ctx->consumer, j->pg, m, errstr,
                                                    errstr_size)) ||
                     (rc = ms_pg_commit(j->pg, errstr, errstr_size)))
@@ -656,38 +698,44 @@ static int claim(job_t *j, const rd_kafka_message_t *m, PGresult **jr_out, char 
         j->errors = ms_pg_i64(r, 0, "error_count", 0);
         j->warnings = ms_pg_i64(r, 0, "warning_count", 0);
         j->source_total = ms_pg_i64(r, 0, "source_total", -1);
-        j->total_estimate = ms_pg_i64(r, 0, "total_estimate", ms_pg_i64(r, 0, "last_total", -1));
+        j->total_estimate =
+            ms_pg_i64(r, 0, "total_estimate", ms_pg_i64(r, 0, "last_total", -1));
         const char *ew = ms_pg_str(r, 0, "rate_ewma");
         j->rate_ewma = ew ? atof(ew) : 0;
-        snprintf(j->request_id, sizeof(j->request_id), "%s", ms_pg_str(r, 0, "request_id"));
+        snprintf(j->request_id, sizeof(j->request_id), "%s",
+                 ms_pg_str(r, 0, "request_id"));
         const char *p2[] = {j->job_id, j->ctx->instance};
-        if ((rc = ms_pg_exec(j->pg,
-                             "UPDATE membersync.sync_jobs SET state = 'RUNNING', owner = $2, "
-                             "started_at = coalesce(started_at, now()), heartbeat_at = now() "
-                             "WHERE job_id = $1::uuid",
-                             2, p2, NULL, errstr, errstr_size)))
+        if ((rc = ms_pg_exec(
+                 j->pg,
+                 "UPDATE membersync.sync_jobs SET state = 'RUNNING', owner = $2, "
+                 "started_at = coalesce(started_at, now()), heartbeat_at = now() "
+                 "WHERE job_id = $1::uuid",
+                 2, p2, NULL, errstr, errstr_size)))
                 goto fail;
         if (fresh) {
                 if ((rc = emit(j, "SyncStarted",
-                               json_pack("{s:I, s:o}", "started_at", (json_int_t)ms_now_ms(),
-                                         "total_estimate", opt_int(j->total_estimate)),
+                               json_pack("{s:I, s:o}", "started_at",
+                                         (json_int_t)ms_now_ms(), "total_estimate",
+                                         opt_int(j->total_estimate)),
                                errstr, errstr_size)))
                         goto fail;
                 const char *p3[] = {j->job_id};
                 char sq[24];
                 snprintf(sq, sizeof(sq), "%lld", j->seq);
                 const char *p4[] = {p3[0], sq};
-                if ((rc = ms_pg_exec(j->pg,
-                                     "UPDATE membersync.sync_jobs SET seq = $2 WHERE job_id = "
-                                     "$1::uuid",
-                                     2, p4, NULL, errstr, errstr_size)))
+                if ((rc = ms_pg_exec(
+                         j->pg,
+                         "UPDATE membersync.sync_jobs SET seq = $2 WHERE job_id = "
+                         "$1::uuid",
+                         2, p4, NULL, errstr, errstr_size)))
                         goto fail;
         }
         if ((rc = ms_outbox_flush(j->ob, j->pg, errstr, errstr_size)) ||
             (rc = ms_pg_commit(j->pg, errstr, errstr_size)))
                 goto fail;
         ms_log_info("job %s %s (checkpoint %s, %lld records so far)", j->job_id,
-                    fresh ? "started" : "resumed", j->checkpoint ? "set" : "none", j->processed);
+                    fresh ? "started" : "resumed", j->checkpoint ? "set" : "none",
+                    j->processed);
         j->last_heartbeat_ms = ms_mono_ms();
         *jr_out = r;
         return 0;
@@ -716,8 +764,9 @@ static const char *failure_text(int rc, const char *err, char *buf, size_t size)
         return buf;
 }
 
-static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_message_t *m,
-                      ms_outbox_t *ob, char *errstr, size_t errstr_size)
+static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg,
+                      const rd_kafka_message_t *m, ms_outbox_t *ob, char *errstr,
+                      size_t errstr_size)
 {
         conn_ctx_t *ctx = opaque;
         ctx->consumer = c;
@@ -741,7 +790,8 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
         const char *org = json_string_value(json_object_get(msg, "org_id"));
         const char *integ = json_string_value(json_object_get(msg, "integration"));
         if (!ms_uuid_valid(jid) || !org || !integ || strcmp(integ, j.integ) != 0) {
-                snprintf(errstr, errstr_size, "SyncJob with a bad job id or another system");
+                snprintf(errstr, errstr_size,
+                         "SyncJob with a bad job id or another system");
                 rc = MS_ERR_DECODE;
                 goto out;
         }
@@ -760,28 +810,26 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                 goto out;
 
         char failure[700] = "";
-        ms_gateway_conf_t gc = {.system = ctx->sys,
-                                .base_url = ms_pg_str(jr, 0, "base_url"),
-                                .ca_file = ctx->conf->conn_ca_file[0] ? ctx->conf->conn_ca_file
-                                                                      : NULL,
-                                .page_size = (int)ms_pg_i64(jr, 0, "page_size",
-                                                            ctx->conf->conn_page_size),
-                                .max_rps = ms_pg_str(jr, 0, "max_rps")
-                                                   ? atof(ms_pg_str(jr, 0, "max_rps"))
-                                                   : 0,
-                                .connect_timeout_ms = ctx->conf->conn_connect_timeout_ms,
-                                .timeout_ms = ctx->conf->conn_timeout_ms,
-                                .max_retries = ctx->conf->conn_max_retries,
-                                .backoff_base_ms = ctx->conf->conn_backoff_base_ms,
-                                .backoff_max_ms = ctx->conf->conn_backoff_max_ms,
-                                .retry_after_cap_ms = ctx->conf->conn_retry_after_cap_ms,
-                                .max_response_bytes = (size_t)ctx->conf->conn_max_response_mb
-                                                      << 20,
-                                .idle_cb = ms_prefetch_idle_cb,
-                                .idle_opaque = &j.cancel_fetch};
+        ms_gateway_conf_t gc = {
+            .system = ctx->sys,
+            .base_url = ms_pg_str(jr, 0, "base_url"),
+            .ca_file = ctx->conf->conn_ca_file[0] ? ctx->conf->conn_ca_file : NULL,
+            .page_size = (int)ms_pg_i64(jr, 0, "page_size", ctx->conf->conn_page_size),
+            .max_rps =
+                ms_pg_str(jr, 0, "max_rps") ? atof(ms_pg_str(jr, 0, "max_rps")) : 0,
+            .connect_timeout_ms = ctx->conf->conn_connect_timeout_ms,
+            .timeout_ms = ctx->conf->conn_timeout_ms,
+            .max_retries = ctx->conf->conn_max_retries,
+            .backoff_base_ms = ctx->conf->conn_backoff_base_ms,
+            .backoff_max_ms = ctx->conf->conn_backoff_max_ms,
+            .retry_after_cap_ms = ctx->conf->conn_retry_after_cap_ms,
+            .max_response_bytes = (size_t)ctx->conf->conn_max_response_mb << 20,
+            .idle_cb = ms_prefetch_idle_cb,
+            .idle_opaque = &j.cancel_fetch};
         char gerr[512] = "";
         if (!gc.base_url || ms_pg_str(jr, 0, "enabled")[0] != 't') {
-                snprintf(failure, sizeof(failure), "integration is not configured or disabled");
+                snprintf(failure, sizeof(failure),
+                         "integration is not configured or disabled");
         } else if ((rc = load_secret(jr, ctx->sys, &gc, &secret, &secret_len, gerr,
                                      sizeof(gerr))) ||
                    (rc = ms_gateway_new(&gc, &gw, gerr, sizeof(gerr)))) {
@@ -799,8 +847,9 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                 rc = ms_consumer_keepalive(c) ? MS_PREFETCH_TIMEOUT : 0;
                 /* Wait for the prefetched page in short slices, serving the
                  * consumer group and the job's heartbeat meanwhile. */
-                while (rc == 0 && (rc = ms_prefetch_next(pf, 100, &page, gerr, sizeof(gerr))) ==
-                                          MS_PREFETCH_TIMEOUT) {
+                while (rc == 0 &&
+                       (rc = ms_prefetch_next(pf, 100, &page, gerr, sizeof(gerr))) ==
+                           MS_PREFETCH_TIMEOUT) {
                         if (idle_cb(&j))
                                 break;
                         rc = 0;
@@ -829,14 +878,15 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
                                  * what the ETA needs. */
                                 double took = (double)(ms_mono_ms() - t0) / 1000.0;
                                 double rate = took > 0 ? (double)n / took : 0;
-                                j.rate_ewma = j.rate_ewma > 0 ? 0.3 * rate + 0.7 * j.rate_ewma
-                                                              : rate;
+                                j.rate_ewma = j.rate_ewma > 0
+                                                  ? 0.3 * rate + 0.7 * j.rate_ewma
+                                                  : rate;
                                 free(j.checkpoint);
                                 j.checkpoint = page.next ? strdup(page.next) : NULL;
                                 j.fetch_complete = page.next == NULL;
                                 if (j.fetch_complete ||
                                     ms_mono_ms() - j.last_progress_ms >=
-                                            ctx->conf->conn_progress_interval_ms)
+                                        ctx->conf->conn_progress_interval_ms)
                                         rc = emit_progress(&j, errstr, errstr_size);
                         }
                         int64_t t2 = ms_mono_ms();
@@ -862,8 +912,9 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka
         pf = NULL;
         if (failure[0])
                 ms_log_warn("job %s failed: %s", j.job_id, failure);
-        ms_log_info("job %s time: fetch %lld ms, process %lld ms, commit %lld ms", j.job_id,
-                    (long long)j.t_fetch, (long long)j.t_process, (long long)j.t_commit);
+        ms_log_info("job %s time: fetch %lld ms, process %lld ms, commit %lld ms",
+                    j.job_id, (long long)j.t_fetch, (long long)j.t_process,
+                    (long long)j.t_commit);
         rc = finish_job(&j, m, failure[0] ? failure : NULL, errstr, errstr_size);
 out:
         ms_log_ctx_set(NULL, NULL);
@@ -888,28 +939,29 @@ int ms_connector_run(const ms_conf_t *conf, const char *system_slug, char *errst
         memset(&ctx, 0, sizeof(ctx));
         ctx.conf = conf;
         if (ms_system_parse(system_slug, &ctx.sys)) {
-                snprintf(errstr, errstr_size, "connector: unknown system \"%s\"", system_slug);
+                snprintf(errstr, errstr_size, "connector: unknown system \"%s\"",
+                         system_slug);
                 return MS_ERR_CONFIG;
         }
         ms_uuid_new(ctx.instance);
         ms_consumer_t *c = NULL;
-        int rc = ms_avro_new(conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url
-                                                                : NULL,
-                             &ctx.codec, errstr, errstr_size);
+        int rc = ms_avro_new(
+            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
+            &ctx.codec, errstr, errstr_size);
         if (rc)
                 return rc;
         char group[160], role[48];
         snprintf(group, sizeof(group), "%s-connector-%s", conf->kafka_group_prefix,
                  ms_system_slug(ctx.sys));
         snprintf(role, sizeof(role), "connector-%s", ms_system_slug(ctx.sys));
-        ms_consumer_conf_t cc = {.conf = conf,
-                                 .role = role,
-                                 .group = group,
-                                 .topics = {ms_conf_jobs_topic(conf, ms_system_slug(ctx.sys)),
-                                            NULL},
-                                 .codec = ctx.codec,
-                                 .long_handler = handle_job,
-                                 .opaque = &ctx};
+        ms_consumer_conf_t cc = {
+            .conf = conf,
+            .role = role,
+            .group = group,
+            .topics = {ms_conf_jobs_topic(conf, ms_system_slug(ctx.sys)), NULL},
+            .codec = ctx.codec,
+            .long_handler = handle_job,
+            .opaque = &ctx};
         if ((rc = ms_consumer_new(&cc, &c, errstr, errstr_size)))
                 goto out;
         ctx.consumer = c;

@@ -31,8 +31,9 @@ static int load_offsets(ms_consumer_t *c, rd_kafka_topic_partition_list_t *parts
         char err[512];
         for (int i = 0; i < parts->cnt; i++) {
                 int64_t next;
-                int rc = ms_pg_offset_load(c->pg, c->group, parts->elems[i].topic,
-                                           parts->elems[i].partition, &next, err, sizeof(err));
+                int rc =
+                    ms_pg_offset_load(c->pg, c->group, parts->elems[i].topic,
+                                      parts->elems[i].partition, &next, err, sizeof(err));
                 if (rc == 0) {
                         parts->elems[i].offset = next;
                 } else if (rc == MS_ERR_NOTFOUND) {
@@ -68,7 +69,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ms_consumer_t *c = opaque;
         (void)rk;
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-                ms_log_info("consumer %s: assigned %d partition(s)", c->group, parts->cnt);
+                ms_log_info("consumer %s: assigned %d partition(s)", c->group,
+                            parts->cnt);
                 if (c->assigned)
                         rd_kafka_topic_partition_list_destroy(c->assigned);
                 c->assigned = rd_kafka_topic_partition_list_copy(parts);
@@ -121,7 +123,8 @@ int ms_consumer_new(const ms_consumer_conf_t *cc, ms_consumer_t **out, char *err
         snprintf(mpi, sizeof(mpi), "%d", cc->conf->kafka_max_poll_interval_ms);
         if (ms_kafka_conf_set(kc, "group.id", c->group, errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "enable.auto.commit", "false", errstr, errstr_size) ||
-            ms_kafka_conf_set(kc, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+            ms_kafka_conf_set(kc, "enable.auto.offset.store", "false", errstr,
+                              errstr_size) ||
             ms_kafka_conf_set(kc, "auto.offset.reset", "earliest", errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "session.timeout.ms", sto, errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "max.poll.interval.ms", mpi, errstr, errstr_size))
@@ -138,11 +141,13 @@ int ms_consumer_new(const ms_consumer_conf_t *cc, ms_consumer_t **out, char *err
         rd_kafka_poll_set_consumer(c->rk);
         rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
         for (int i = 0; i < 4 && cc->topics[i]; i++)
-                rd_kafka_topic_partition_list_add(subs, cc->topics[i], RD_KAFKA_PARTITION_UA);
+                rd_kafka_topic_partition_list_add(subs, cc->topics[i],
+                                                  RD_KAFKA_PARTITION_UA);
         rd_kafka_resp_err_t e = rd_kafka_subscribe(c->rk, subs);
         rd_kafka_topic_partition_list_destroy(subs);
         if (e) {
-                snprintf(errstr, errstr_size, "kafka: subscribe: %s", rd_kafka_err2str(e));
+                snprintf(errstr, errstr_size, "kafka: subscribe: %s",
+                         rd_kafka_err2str(e));
                 goto fail;
         }
         c->last_poll_ms = ms_mono_ms();
@@ -185,7 +190,7 @@ static void commit_to_kafka(ms_consumer_t *c, const rd_kafka_message_t *m)
         /* Informational only (lag dashboards): PG holds the truth. */
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)
-                ->offset = m->offset + 1;
+            ->offset = m->offset + 1;
         rd_kafka_commit(c->rk, l, 1);
         rd_kafka_topic_partition_list_destroy(l);
 }
@@ -220,16 +225,16 @@ static int dead_letter(ms_consumer_t *c, const rd_kafka_message_t *m, const char
         snprintf(part, sizeof(part), "%d", m->partition);
         snprintf(off, sizeof(off), "%lld", (long long)m->offset);
         json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s}", "dlq_error", why, "dlq_topic",
-                              rd_kafka_topic_name(m->rkt), "dlq_partition", part, "dlq_offset",
-                              off, "dlq_consumer", c->group);
+                              rd_kafka_topic_name(m->rkt), "dlq_partition", part,
+                              "dlq_offset", off, "dlq_consumer", c->group);
         char *key = NULL;
         if (m->key) {
                 key = strndup(m->key, m->key_len);
         }
         int rc = ms_pg_begin(c->pg, err, sizeof(err));
         if (!rc)
-                rc = ms_outbox_add_raw(c->ob, c->cc.conf->topic_dlq, key ? key : "", m->payload,
-                                       m->len, h, err, sizeof(err));
+                rc = ms_outbox_add_raw(c->ob, c->cc.conf->topic_dlq, key ? key : "",
+                                       m->payload, m->len, h, err, sizeof(err));
         if (!rc)
                 rc = ms_outbox_flush(c->ob, c->pg, err, sizeof(err));
         if (!rc)
@@ -240,12 +245,12 @@ static int dead_letter(ms_consumer_t *c, const rd_kafka_message_t *m, const char
                 ms_pg_rollback(c->pg);
                 ms_outbox_reset(c->ob);
                 ms_log_error("consumer: cannot dead-letter %s[%d]@%lld: %s",
-                             rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-                             err);
+                             rd_kafka_topic_name(m->rkt), m->partition,
+                             (long long)m->offset, err);
         } else {
                 ms_log_warn("consumer: %s[%d]@%lld sent to the DLQ: %s",
-                            rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-                            why);
+                            rd_kafka_topic_name(m->rkt), m->partition,
+                            (long long)m->offset, why);
         }
         free(key);
         json_decref(h);
@@ -273,8 +278,8 @@ static int handle_tx(ms_consumer_t *c, const rd_kafka_message_t *m)
                 ms_pg_rollback(c->pg);
                 ms_outbox_reset(c->ob);
                 ms_log_error("consumer: %s[%d]@%lld failed, will retry: %s",
-                             rd_kafka_topic_name(m->rkt), m->partition, (long long)m->offset,
-                             err);
+                             rd_kafka_topic_name(m->rkt), m->partition,
+                             (long long)m->offset, err);
         }
         return rc;
 }
@@ -311,9 +316,10 @@ int ms_consumer_run(ms_consumer_t *c, char *errstr, size_t errstr_size)
                         if (rc == MS_ERR_DECODE)
                                 rc = dead_letter(c, m, err);
                         else if (rc < 0)
-                                ms_log_error("consumer: %s[%d]@%lld failed, will retry: %s",
-                                             rd_kafka_topic_name(m->rkt), m->partition,
-                                             (long long)m->offset, err);
+                                ms_log_error(
+                                    "consumer: %s[%d]@%lld failed, will retry: %s",
+                                    rd_kafka_topic_name(m->rkt), m->partition,
+                                    (long long)m->offset, err);
                         if (c->paused || c->need_reseek || c->current_revoked)
                                 c->need_reseek = 1;
                 }

@@ -40,10 +40,10 @@ typedef int (*ms_consumer_handler_t)(void *opaque, ms_consumer_t *c, PGconn *pg,
 
 typedef struct ms_consumer_conf {
         const ms_conf_t *conf;
-        const char *role;       /* log/app name, e.g. "ratelimiter" */
-        const char *group;      /* full group id */
-        const char *topics[4];  /* NULL-terminated */
-        ms_avro_t *codec;       /* for the outbox batch; borrowed */
+        const char *role;      /* log/app name, e.g. "ratelimiter" */
+        const char *group;     /* full group id */
+        const char *topics[4]; /* NULL-terminated */
+        ms_avro_t *codec;      /* for the outbox batch; borrowed */
         /* Either tx_handler (framework-managed transaction) or long_handler. */
         ms_consumer_handler_t tx_handler;
         ms_consumer_handler_t long_handler;

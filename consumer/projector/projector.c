@@ -47,87 +47,102 @@ static int apply_job_event(PGconn *pg, const json_t *ev, const char *branch,
         if (!job_id)
                 return 0;
         char seq[24], win[16];
-        snprintf(seq, sizeof(seq), "%lld", (long long)json_integer_value(json_object_get(ev, "seq")));
+        snprintf(seq, sizeof(seq), "%lld",
+                 (long long)json_integer_value(json_object_get(ev, "seq")));
         snprintf(win, sizeof(win), "%d", window_s);
         char *pl_text = json_dumps(pl, JSON_COMPACT);
-        const char *p[] = {jstr(ev, "org_id"), jstr(ev, "integration"), job_id, seq, branch,
-                           pl_text, win};
+        const char *p[] = {jstr(ev, "org_id"),
+                           jstr(ev, "integration"),
+                           job_id,
+                           seq,
+                           branch,
+                           pl_text,
+                           win};
         /* One statement per event: the payload is passed as JSON and picked
          * apart in SQL, so every value stays a parameter. */
         PGresult *r = NULL;
         /* The row must exist before the UPDATE: a data-modifying CTE's insert
          * would not be visible to the UPDATE of the same statement. */
-        int rc = ms_pg_exec(pg,
-                            "INSERT INTO membersync.sync_status(org_id, integration) VALUES ($1, "
-                            "$2) ON CONFLICT DO NOTHING",
-                            2, p, NULL, errstr, errstr_size);
+        int rc = ms_pg_exec(
+            pg,
+            "INSERT INTO membersync.sync_status(org_id, integration) VALUES ($1, "
+            "$2) ON CONFLICT DO NOTHING",
+            2, p, NULL, errstr, errstr_size);
         if (rc)
                 goto out;
         rc = ms_pg_exec(
-                pg,
-                "WITH j AS (SELECT job_id, queued_at, trigger FROM membersync.sync_jobs WHERE "
-                "job_id = $3::uuid), "
-                "p AS (SELECT $6::jsonb AS d) "
-                "UPDATE membersync.sync_status s SET "
-                "  active_job_id = CASE WHEN $5 = 'SyncCompleted' THEN NULL ELSE j.job_id END, "
-                "  active_job_queued_at = CASE WHEN $5 = 'SyncCompleted' THEN NULL ELSE "
-                "j.queued_at END, "
-                "  active_seq = CASE WHEN $5 = 'SyncCompleted' THEN -1 ELSE $4::bigint END, "
-                "  state = CASE $5 WHEN 'SyncQueued' THEN 'QUEUED' WHEN 'SyncCompleted' THEN "
-                "p.d->>'outcome' ELSE 'RUNNING' END, "
-                "  trigger = j.trigger, "
-                "  started_at = CASE $5 WHEN 'SyncQueued' THEN NULL WHEN 'SyncStarted' THEN "
-                "to_timestamp((p.d->>'started_at')::bigint / 1000.0) ELSE s.started_at END, "
-                "  records_processed = CASE $5 WHEN 'SyncProgress' THEN "
-                "(p.d->>'records_processed')::bigint WHEN 'SyncCompleted' THEN "
-                "(p.d->>'records_processed')::bigint WHEN 'SyncQueued' THEN 0 ELSE "
-                "s.records_processed END, "
-                "  total_estimate = CASE $5 WHEN 'SyncQueued' THEN NULL WHEN 'SyncCompleted' "
-                "THEN s.total_estimate ELSE coalesce((p.d->>'total_estimate')::bigint, "
-                "s.total_estimate) END, "
-                "  errors_so_far = CASE $5 WHEN 'SyncProgress' THEN "
-                "(p.d->>'errors_so_far')::bigint WHEN 'SyncQueued' THEN 0 ELSE s.errors_so_far "
-                "END, "
-                "  eta_at = CASE $5 WHEN 'SyncProgress' THEN to_timestamp((p.d->>'eta_at')::"
-                "bigint / 1000.0) ELSE NULL END, "
-                "  next_manual_allowed_at = CASE WHEN $5 = 'SyncQueued' AND j.trigger = 'MANUAL' "
-                "THEN greatest(s.next_manual_allowed_at, j.queued_at + make_interval(secs => "
-                "$7::int)) ELSE s.next_manual_allowed_at END, "
-                "  last_job_id = CASE $5 WHEN 'SyncCompleted' THEN j.job_id ELSE s.last_job_id "
-                "END, "
-                "  last_job_queued_at = CASE $5 WHEN 'SyncCompleted' THEN j.queued_at ELSE "
-                "s.last_job_queued_at END, "
-                "  last_outcome = CASE $5 WHEN 'SyncCompleted' THEN p.d->>'outcome' ELSE "
-                "s.last_outcome END, "
-                "  last_sync_at = CASE $5 WHEN 'SyncCompleted' THEN "
-                "to_timestamp((p.d->>'finished_at')::bigint / 1000.0) ELSE s.last_sync_at END, "
-                "  last_records_processed = CASE $5 WHEN 'SyncCompleted' THEN "
-                "(p.d->>'records_processed')::bigint ELSE s.last_records_processed END, "
-                "  records_synced = CASE $5 WHEN 'SyncCompleted' THEN "
-                "(p.d->>'records_synced')::bigint ELSE s.records_synced END, "
-                "  created = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'created')::bigint ELSE "
-                "s.created END, "
-                "  updated = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'updated')::bigint ELSE "
-                "s.updated END, "
-                "  deactivated = CASE $5 WHEN 'SyncCompleted' THEN "
-                "(p.d->>'deactivated')::bigint ELSE s.deactivated END, "
-                "  unchanged = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'unchanged')::bigint "
-                "ELSE s.unchanged END, "
-                "  error_count = CASE $5 WHEN 'SyncCompleted' THEN "
-                "(p.d->>'error_count')::bigint ELSE s.error_count END, "
-                "  warning_count = CASE $5 WHEN 'SyncCompleted' THEN "
-                "(p.d->>'warning_count')::bigint ELSE s.warning_count END, "
-                "  failure_reason = CASE $5 WHEN 'SyncCompleted' THEN p.d->>'failure_reason' "
-                "ELSE s.failure_reason END, "
-                "  updated_at = now() "
-                "FROM j, p WHERE s.org_id = $1 AND s.integration = $2 AND ("
-                /* the live job, a later seq */
-                "  (s.active_job_id = j.job_id AND $4::bigint > s.active_seq) OR "
-                /* a newer job than both the live and the last completed one */
-                "  ((s.active_job_id IS NULL OR s.active_job_queued_at < j.queued_at) AND "
-                "   (s.last_job_queued_at IS NULL OR s.last_job_queued_at < j.queued_at))) "
-                "RETURNING 1",
-                7, p, &r, errstr, errstr_size);
+            pg,
+            "WITH j AS (SELECT job_id, queued_at, trigger FROM membersync.sync_jobs "
+            "WHERE "
+            "job_id = $3::uuid), "
+            "p AS (SELECT $6::jsonb AS d) "
+            "UPDATE membersync.sync_status s SET "
+            "  active_job_id = CASE WHEN $5 = 'SyncCompleted' THEN NULL ELSE j.job_id "
+            "END, "
+            "  active_job_queued_at = CASE WHEN $5 = 'SyncCompleted' THEN NULL ELSE "
+            "j.queued_at END, "
+            "  active_seq = CASE WHEN $5 = 'SyncCompleted' THEN -1 ELSE $4::bigint END, "
+            "  state = CASE $5 WHEN 'SyncQueued' THEN 'QUEUED' WHEN 'SyncCompleted' THEN "
+            "p.d->>'outcome' ELSE 'RUNNING' END, "
+            "  trigger = j.trigger, "
+            "  started_at = CASE $5 WHEN 'SyncQueued' THEN NULL WHEN 'SyncStarted' THEN "
+            "to_timestamp((p.d->>'started_at')::bigint / 1000.0) ELSE s.started_at END, "
+            "  records_processed = CASE $5 WHEN 'SyncProgress' THEN "
+            "(p.d->>'records_processed')::bigint WHEN 'SyncCompleted' THEN "
+            "(p.d->>'records_processed')::bigint WHEN 'SyncQueued' THEN 0 ELSE "
+            "s.records_processed END, "
+            "  total_estimate = CASE $5 WHEN 'SyncQueued' THEN NULL WHEN 'SyncCompleted' "
+            "THEN s.total_estimate ELSE coalesce((p.d->>'total_estimate')::bigint, "
+            "s.total_estimate) END, "
+            "  errors_so_far = CASE $5 WHEN 'SyncProgress' THEN "
+            "(p.d->>'errors_so_far')::bigint WHEN 'SyncQueued' THEN 0 ELSE "
+            "s.errors_so_far "
+            "END, "
+            "  eta_at = CASE $5 WHEN 'SyncProgress' THEN to_timestamp((p.d->>'eta_at')::"
+            "bigint / 1000.0) ELSE NULL END, "
+            "  next_manual_allowed_at = CASE WHEN $5 = 'SyncQueued' AND j.trigger = "
+            "'MANUAL' "
+            "THEN greatest(s.next_manual_allowed_at, j.queued_at + make_interval(secs => "
+            "$7::int)) ELSE s.next_manual_allowed_at END, "
+            "  last_job_id = CASE $5 WHEN 'SyncCompleted' THEN j.job_id ELSE "
+            "s.last_job_id "
+            "END, "
+            "  last_job_queued_at = CASE $5 WHEN 'SyncCompleted' THEN j.queued_at ELSE "
+            "s.last_job_queued_at END, "
+            "  last_outcome = CASE $5 WHEN 'SyncCompleted' THEN p.d->>'outcome' ELSE "
+            "s.last_outcome END, "
+            "  last_sync_at = CASE $5 WHEN 'SyncCompleted' THEN "
+            "to_timestamp((p.d->>'finished_at')::bigint / 1000.0) ELSE s.last_sync_at "
+            "END, "
+            "  last_records_processed = CASE $5 WHEN 'SyncCompleted' THEN "
+            "(p.d->>'records_processed')::bigint ELSE s.last_records_processed END, "
+            "  records_synced = CASE $5 WHEN 'SyncCompleted' THEN "
+            "(p.d->>'records_synced')::bigint ELSE s.records_synced END, "
+            "  created = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'created')::bigint "
+            "ELSE "
+            "s.created END, "
+            "  updated = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'updated')::bigint "
+            "ELSE "
+            "s.updated END, "
+            "  deactivated = CASE $5 WHEN 'SyncCompleted' THEN "
+            "(p.d->>'deactivated')::bigint ELSE s.deactivated END, "
+            "  unchanged = CASE $5 WHEN 'SyncCompleted' THEN (p.d->>'unchanged')::bigint "
+            "ELSE s.unchanged END, "
+            "  error_count = CASE $5 WHEN 'SyncCompleted' THEN "
+            "(p.d->>'error_count')::bigint ELSE s.error_count END, "
+            "  warning_count = CASE $5 WHEN 'SyncCompleted' THEN "
+            "(p.d->>'warning_count')::bigint ELSE s.warning_count END, "
+            "  failure_reason = CASE $5 WHEN 'SyncCompleted' THEN p.d->>'failure_reason' "
+            "ELSE s.failure_reason END, "
+            "  updated_at = now() "
+            "FROM j, p WHERE s.org_id = $1 AND s.integration = $2 AND ("
+            /* the live job, a later seq */
+            "  (s.active_job_id = j.job_id AND $4::bigint > s.active_seq) OR "
+            /* a newer job than both the live and the last completed one */
+            "  ((s.active_job_id IS NULL OR s.active_job_queued_at < j.queued_at) AND "
+            "   (s.last_job_queued_at IS NULL OR s.last_job_queued_at < j.queued_at))) "
+            "RETURNING 1",
+            7, p, &r, errstr, errstr_size);
         if (rc)
                 goto out;
         *changed = PQntuples(r) > 0;
@@ -151,14 +166,15 @@ static int apply_rejection(PGconn *pg, const json_t *ev, const json_t *pl, int *
         char *text = json_dumps(rej, JSON_COMPACT);
         json_decref(rej);
         const char *p[] = {jstr(ev, "org_id"), jstr(ev, "integration"), text, next};
-        int rc = ms_pg_exec(pg,
-                            "INSERT INTO membersync.sync_status AS s(org_id, integration, "
-                            "last_rejection, next_manual_allowed_at) VALUES ($1, $2, $3, $4) "
-                            "ON CONFLICT (org_id, integration) DO UPDATE SET last_rejection = "
-                            "EXCLUDED.last_rejection, next_manual_allowed_at = "
-                            "greatest(s.next_manual_allowed_at, "
-                            "EXCLUDED.next_manual_allowed_at), updated_at = now()",
-                            4, p, NULL, errstr, errstr_size);
+        int rc =
+            ms_pg_exec(pg,
+                       "INSERT INTO membersync.sync_status AS s(org_id, integration, "
+                       "last_rejection, next_manual_allowed_at) VALUES ($1, $2, $3, $4) "
+                       "ON CONFLICT (org_id, integration) DO UPDATE SET last_rejection = "
+                       "EXCLUDED.last_rejection, next_manual_allowed_at = "
+                       "greatest(s.next_manual_allowed_at, "
+                       "EXCLUDED.next_manual_allowed_at), updated_at = now()",
+                       4, p, NULL, errstr, errstr_size);
         free(text);
         *changed = rc == 0;
         return rc;
@@ -193,8 +209,8 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
                 snprintf(chan, sizeof(chan), "%s/%s", jstr(ev, "org_id"),
                          jstr(ev, "integration"));
                 const char *p[] = {chan};
-                rc = ms_pg_exec(pg, "SELECT pg_notify('membersync_status', $1)", 1, p, NULL,
-                                errstr, errstr_size);
+                rc = ms_pg_exec(pg, "SELECT pg_notify('membersync_status', $1)", 1, p,
+                                NULL, errstr, errstr_size);
                 ctx->projected++;
         }
         json_decref(ev);
@@ -205,9 +221,9 @@ int ms_projector_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         proj_ctx_t ctx = {conf, NULL, 0};
         ms_consumer_t *c = NULL;
-        int rc = ms_avro_new(conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url
-                                                                : NULL,
-                             &ctx.codec, errstr, errstr_size);
+        int rc = ms_avro_new(
+            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
+            &ctx.codec, errstr, errstr_size);
         if (rc)
                 return rc;
         char group[160];

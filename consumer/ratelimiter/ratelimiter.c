@@ -32,14 +32,14 @@ static json_t *sync_event_new(const char *org, const char *integ, const char *jo
         char id[37];
         ms_uuid_new(id);
         return json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:I, s:I, s:{s:o}}", "event_id", id,
-                         "org_id", org, "integration", integ, "job_id", job_id, "request_id",
-                         request_id, "seq", (json_int_t)seq, "occurred_at", (json_int_t)now,
-                         "payload", branch, payload);
+                         "org_id", org, "integration", integ, "job_id", job_id,
+                         "request_id", request_id, "seq", (json_int_t)seq, "occurred_at",
+                         (json_int_t)now, "payload", branch, payload);
 }
 
-static int emit_event(const rl_ctx_t *ctx, ms_outbox_t *ob, const char *org, const char *integ,
-                      json_t *ev /* stolen */, const char *type, char *errstr,
-                      size_t errstr_size)
+static int emit_event(const rl_ctx_t *ctx, ms_outbox_t *ob, const char *org,
+                      const char *integ, json_t *ev /* stolen */, const char *type,
+                      char *errstr, size_t errstr_size)
 {
         char key[256];
         snprintf(key, sizeof(key), "%s/%s", org, integ);
@@ -47,8 +47,8 @@ static int emit_event(const rl_ctx_t *ctx, ms_outbox_t *ob, const char *org, con
                 snprintf(errstr, errstr_size, "ratelimiter: cannot build %s", type);
                 return MS_ERR_GENERIC;
         }
-        int rc = ms_outbox_add(ob, ctx->conf->topic_sync_events, key, "SyncEvent", type, ev,
-                               errstr, errstr_size);
+        int rc = ms_outbox_add(ob, ctx->conf->topic_sync_events, key, "SyncEvent", type,
+                               ev, errstr, errstr_size);
         json_decref(ev);
         return rc;
 }
@@ -65,65 +65,68 @@ static int reject(const rl_ctx_t *ctx, PGconn *pg, ms_outbox_t *ob, json_t *req,
         char reqat[40];
         ms_iso8601(json_integer_value(json_object_get(req, "requested_at")), reqat,
                    sizeof(reqat));
-        const char *p[] = {rid,   org,     integ,           jstr(req, "trigger"), by ? by : "{}",
-                           reqat, reason, message, next_allowed_iso, existing_job};
-        int rc = ms_pg_exec(pg,
-                            "INSERT INTO membersync.sync_requests(request_id, org_id, "
-                            "integration, trigger, requested_by, requested_at, decision, "
-                            "message, next_allowed_at, existing_job_id) VALUES ($1, $2, $3, "
-                            "$4, $5, $6, $7, $8, $9, $10)",
-                            10, p, NULL, errstr, errstr_size);
+        const char *p[] = {rid,   org,    integ,   jstr(req, "trigger"), by ? by : "{}",
+                           reqat, reason, message, next_allowed_iso,     existing_job};
+        int rc =
+            ms_pg_exec(pg,
+                       "INSERT INTO membersync.sync_requests(request_id, org_id, "
+                       "integration, trigger, requested_by, requested_at, decision, "
+                       "message, next_allowed_at, existing_job_id) VALUES ($1, $2, $3, "
+                       "$4, $5, $6, $7, $8, $9, $10)",
+                       10, p, NULL, errstr, errstr_size);
         free(by);
         if (rc)
                 return rc;
         ms_log_info("request %s rejected: %s", rid, reason);
-        json_t *payload = json_pack("{s:s, s:s, s:o, s:o}", "reason", reason, "message", message,
-                                    "next_allowed_at",
-                                    next_allowed_iso ? json_integer(next_allowed_ms)
-                                                     : json_null(),
-                                    "existing_job_id",
-                                    existing_job ? json_string(existing_job) : json_null());
+        json_t *payload = json_pack(
+            "{s:s, s:s, s:o, s:o}", "reason", reason, "message", message,
+            "next_allowed_at",
+            next_allowed_iso ? json_integer(next_allowed_ms) : json_null(),
+            "existing_job_id", existing_job ? json_string(existing_job) : json_null());
         return emit_event(ctx, ob, org, integ,
-                          sync_event_new(org, integ, NULL, rid, 0, ms_now_ms(), "SyncRejected",
-                                         payload),
+                          sync_event_new(org, integ, NULL, rid, 0, ms_now_ms(),
+                                         "SyncRejected", payload),
                           "SyncRejected", errstr, errstr_size);
 }
 
 /* A live job past its bounds is failed as "abandoned" with a SyncCompleted
  * FAILED event, so the widget never shows it running forever. */
-static int abandon_job(const rl_ctx_t *ctx, PGconn *pg, ms_outbox_t *ob, const PGresult *job,
-                       char *errstr, size_t errstr_size)
+static int abandon_job(const rl_ctx_t *ctx, PGconn *pg, ms_outbox_t *ob,
+                       const PGresult *job, char *errstr, size_t errstr_size)
 {
         const char *job_id = ms_pg_str(job, 0, "job_id");
         const char *p[] = {job_id};
         PGresult *r = NULL;
-        int rc = ms_pg_exec(pg,
-                            "UPDATE membersync.sync_jobs SET state = 'FAILED', finished_at = "
-                            "now(), failure_reason = 'abandoned', seq = seq + 1, owner = NULL "
-                            "WHERE job_id = $1 RETURNING org_id, integration, request_id, seq, "
-                            "records_processed, created, updated, unchanged, deactivated, "
-                            "error_count, warning_count",
-                            1, p, &r, errstr, errstr_size);
+        int rc = ms_pg_exec(
+            pg,
+            "UPDATE membersync.sync_jobs SET state = 'FAILED', finished_at = "
+            "now(), failure_reason = 'abandoned', seq = seq + 1, owner = NULL "
+            "WHERE job_id = $1 RETURNING org_id, integration, request_id, seq, "
+            "records_processed, created, updated, unchanged, deactivated, "
+            "error_count, warning_count",
+            1, p, &r, errstr, errstr_size);
         if (rc)
                 return rc;
-        const char *org = ms_pg_str(r, 0, "org_id"), *integ = ms_pg_str(r, 0, "integration");
+        const char *org = ms_pg_str(r, 0, "org_id"),
+                   *integ = ms_pg_str(r, 0, "integration");
         int64_t now = ms_now_ms();
         long long created = ms_pg_i64(r, 0, "created", 0),
                   updated = ms_pg_i64(r, 0, "updated", 0),
                   unchanged = ms_pg_i64(r, 0, "unchanged", 0);
         json_t *payload = json_pack(
-                "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "outcome", "FAILED",
-                "finished_at", (json_int_t)now, "records_processed",
-                (json_int_t)ms_pg_i64(r, 0, "records_processed", 0), "records_synced",
-                (json_int_t)(created + updated + unchanged), "created", (json_int_t)created,
-                "updated", (json_int_t)updated, "deactivated",
-                (json_int_t)ms_pg_i64(r, 0, "deactivated", 0), "unchanged",
-                (json_int_t)unchanged, "error_count",
-                (json_int_t)ms_pg_i64(r, 0, "error_count", 0), "warning_count",
-                (json_int_t)ms_pg_i64(r, 0, "warning_count", 0), "failure_reason",
-                "abandoned");
-        json_t *ev = sync_event_new(org, integ, job_id, ms_pg_str(r, 0, "request_id"),
-                                    ms_pg_i64(r, 0, "seq", 1), now, "SyncCompleted", payload);
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "outcome",
+            "FAILED", "finished_at", (json_int_t)now, "records_processed",
+            (json_int_t)ms_pg_i64(r, 0, "records_processed", 0), "records_synced",
+            (json_int_t)(created + updated + unchanged), "created", (json_int_t)created,
+            "updated", (json_int_t)updated, "deactivated",
+            (json_int_t)ms_pg_i64(r, 0, "deactivated", 0), "unchanged",
+            (json_int_t)unchanged, "error_count",
+            (json_int_t)ms_pg_i64(r, 0, "error_count", 0), "warning_count",
+            (json_int_t)ms_pg_i64(r, 0, "warning_count", 0), "failure_reason",
+            "abandoned");
+        json_t *ev =
+            sync_event_new(org, integ, job_id, ms_pg_str(r, 0, "request_id"),
+                           ms_pg_i64(r, 0, "seq", 1), now, "SyncCompleted", payload);
         ms_log_warn("job %s abandoned (no heartbeat), marked FAILED", job_id);
         rc = emit_event(ctx, ob, org, integ, ev, "SyncCompleted", errstr, errstr_size);
         PQclear(r);
@@ -152,8 +155,8 @@ static int authorize(const json_t *req, char *why, size_t why_size)
                 /* The contract says these carry no org: one that does is a
                  * forged or confused requester, and is refused. */
                 if (actor_org) {
-                        snprintf(why, why_size, "a %s requester must not name an organization",
-                                 role);
+                        snprintf(why, why_size,
+                                 "a %s requester must not name an organization", role);
                         return -1;
                 }
                 return 0;
@@ -170,8 +173,8 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         json_t *req = NULL;
         PGresult *r = NULL;
         int rc;
-        if ((rc = ms_avro_decode(ctx->codec, "SyncRequested", m->payload, m->len, &req, errstr,
-                                 errstr_size)))
+        if ((rc = ms_avro_decode(ctx->codec, "SyncRequested", m->payload, m->len, &req,
+                                 errstr, errstr_size)))
                 return rc; /* MS_ERR_DECODE: dead-lettered by the framework */
 
         const char *rid = jstr(req, "request_id"), *org = jstr(req, "org_id");
@@ -180,7 +183,8 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         if (!ms_uuid_valid(rid) || !org || !*org || strlen(org) > 128) {
                 /* Without a usable request id or org there is no row to
                  * record a decision in: treat it as undecodable. */
-                snprintf(errstr, errstr_size, "SyncRequested without a valid request_id/org_id");
+                snprintf(errstr, errstr_size,
+                         "SyncRequested without a valid request_id/org_id");
                 rc = MS_ERR_DECODE;
                 goto out;
         }
@@ -188,12 +192,14 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         /* Idempotence: a replayed request gets its recorded decision, never a
          * second job. */
         const char *p1[] = {rid};
-        if ((rc = ms_pg_exec(pg, "SELECT decision FROM membersync.sync_requests WHERE "
-                                 "request_id = $1",
+        if ((rc = ms_pg_exec(pg,
+                             "SELECT decision FROM membersync.sync_requests WHERE "
+                             "request_id = $1",
                              1, p1, &r, errstr, errstr_size)))
                 goto out;
         if (PQntuples(r) > 0) {
-                ms_log_info("request %s replayed: decision %s stands", rid, PQgetvalue(r, 0, 0));
+                ms_log_info("request %s replayed: decision %s stands", rid,
+                            PQgetvalue(r, 0, 0));
                 goto out;
         }
         PQclear(r);
@@ -208,11 +214,13 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         const char *p2[] = {org, integ};
         /* Serialize decisions per org+integration across rate-limiter
          * instances (partitions are by org, but a rebalance can overlap). */
-        if ((rc = ms_pg_exec(pg, "SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))", 2,
-                             p2, NULL, errstr, errstr_size)))
+        if ((rc =
+                 ms_pg_exec(pg, "SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))",
+                            2, p2, NULL, errstr, errstr_size)))
                 goto out;
-        if ((rc = ms_pg_exec(pg, "SELECT enabled FROM membersync.integrations WHERE org_id = "
-                                 "$1 AND integration = $2",
+        if ((rc = ms_pg_exec(pg,
+                             "SELECT enabled FROM membersync.integrations WHERE org_id = "
+                             "$1 AND integration = $2",
                              2, p2, &r, errstr, errstr_size)))
                 goto out;
         int configured = PQntuples(r) > 0 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
@@ -231,22 +239,24 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         snprintf(qttl, sizeof(qttl), "%d", ctx->conf->rl_queued_ttl_s);
         snprintf(httl, sizeof(httl), "%d", ctx->conf->rl_heartbeat_ttl_s);
         const char *p3[] = {org, integ, qttl, httl};
-        if ((rc = ms_pg_exec(pg,
-                             "SELECT job_id, state, (CASE WHEN state = 'QUEUED' THEN queued_at > "
-                             "now() - make_interval(secs => $3::int) ELSE coalesce(heartbeat_at, "
-                             "started_at, queued_at) > now() - make_interval(secs => $4::int) "
-                             "END) AS fresh FROM membersync.sync_jobs WHERE org_id = $1 AND "
-                             "integration = $2 AND state IN ('QUEUED', 'RUNNING') FOR UPDATE",
-                             4, p3, &r, errstr, errstr_size)))
+        if ((rc = ms_pg_exec(
+                 pg,
+                 "SELECT job_id, state, (CASE WHEN state = 'QUEUED' THEN queued_at > "
+                 "now() - make_interval(secs => $3::int) ELSE coalesce(heartbeat_at, "
+                 "started_at, queued_at) > now() - make_interval(secs => $4::int) "
+                 "END) AS fresh FROM membersync.sync_jobs WHERE org_id = $1 AND "
+                 "integration = $2 AND state IN ('QUEUED', 'RUNNING') FOR UPDATE",
+                 4, p3, &r, errstr, errstr_size)))
                 goto out;
         if (PQntuples(r) > 0) {
                 if (strcmp(ms_pg_str(r, 0, "fresh"), "t") == 0) {
                         char *existing = strdup(ms_pg_str(r, 0, "job_id"));
                         PQclear(r);
                         r = NULL;
-                        rc = reject(ctx, pg, ob, req, "ALREADY_RUNNING",
-                                    "a sync for this integration is already queued or running",
-                                    NULL, 0, existing, errstr, errstr_size);
+                        rc = reject(
+                            ctx, pg, ob, req, "ALREADY_RUNNING",
+                            "a sync for this integration is already queued or running",
+                            NULL, 0, existing, errstr, errstr_size);
                         free(existing);
                         goto out;
                 }
@@ -258,23 +268,25 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
 
         int manual = strcmp(trigger, "MANUAL") == 0;
         if (manual) {
-                if ((rc = ms_pg_exec(pg,
-                                     "SELECT next_allowed_at, (extract(epoch FROM "
-                                     "next_allowed_at) * 1000)::bigint AS ms, next_allowed_at > "
-                                     "now() AS closed FROM membersync.manual_windows WHERE "
-                                     "org_id = $1 AND integration = $2",
-                                     2, p2, &r, errstr, errstr_size)))
+                if ((rc = ms_pg_exec(
+                         pg,
+                         "SELECT next_allowed_at, (extract(epoch FROM "
+                         "next_allowed_at) * 1000)::bigint AS ms, next_allowed_at > "
+                         "now() AS closed FROM membersync.manual_windows WHERE "
+                         "org_id = $1 AND integration = $2",
+                         2, p2, &r, errstr, errstr_size)))
                         goto out;
                 if (PQntuples(r) > 0 && strcmp(ms_pg_str(r, 0, "closed"), "t") == 0) {
                         int64_t next_ms = ms_pg_i64(r, 0, "ms", 0);
                         char iso[40], msg[200];
                         ms_iso8601(next_ms, iso, sizeof(iso));
-                        snprintf(msg, sizeof(msg),
-                                 "manual sync is limited to one per %d seconds; next allowed "
-                                 "at %s",
-                                 ctx->conf->rl_manual_window_s, iso);
-                        rc = reject(ctx, pg, ob, req, "RATE_LIMITED", msg, iso, next_ms, NULL,
-                                    errstr, errstr_size);
+                        snprintf(
+                            msg, sizeof(msg),
+                            "manual sync is limited to one per %d seconds; next allowed "
+                            "at %s",
+                            ctx->conf->rl_manual_window_s, iso);
+                        rc = reject(ctx, pg, ob, req, "RATE_LIMITED", msg, iso, next_ms,
+                                    NULL, errstr, errstr_size);
                         goto out;
                 }
                 PQclear(r);
@@ -291,35 +303,38 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         char reqat[40];
         ms_iso8601(json_integer_value(json_object_get(req, "requested_at")), reqat,
                    sizeof(reqat));
-        const char *p4[] = {job_id, rid, org, integ, trigger, by ? by : "{}", now_iso, reqat};
-        rc = ms_pg_exec(pg,
-                        "WITH j AS (INSERT INTO membersync.sync_jobs(job_id, request_id, org_id, "
-                        "integration, trigger, mode, state, requested_by, queued_at) VALUES ($1, "
-                        "$2, $3, $4, $5, 'FULL', 'QUEUED', $6, $7)) INSERT INTO "
-                        "membersync.sync_requests(request_id, org_id, integration, trigger, "
-                        "requested_by, requested_at, decision, job_id) VALUES ($2, $3, $4, $5, "
-                        "$6, $8, 'QUEUED', $1)",
-                        8, p4, NULL, errstr, errstr_size);
+        const char *p4[] = {job_id,         rid,     org,  integ, trigger,
+                            by ? by : "{}", now_iso, reqat};
+        rc = ms_pg_exec(
+            pg,
+            "WITH j AS (INSERT INTO membersync.sync_jobs(job_id, request_id, org_id, "
+            "integration, trigger, mode, state, requested_by, queued_at) VALUES ($1, "
+            "$2, $3, $4, $5, 'FULL', 'QUEUED', $6, $7)) INSERT INTO "
+            "membersync.sync_requests(request_id, org_id, integration, trigger, "
+            "requested_by, requested_at, decision, job_id) VALUES ($2, $3, $4, $5, "
+            "$6, $8, 'QUEUED', $1)",
+            8, p4, NULL, errstr, errstr_size);
         free(by);
         if (rc)
                 goto out;
         if (manual) {
                 const char *p5[] = {org, integ, now_iso, win, rid};
-                if ((rc = ms_pg_exec(pg,
-                                     "INSERT INTO membersync.manual_windows(org_id, integration, "
-                                     "next_allowed_at, request_id) VALUES ($1, $2, "
-                                     "$3::timestamptz + make_interval(secs => $4::int), $5) ON "
-                                     "CONFLICT (org_id, integration) DO UPDATE SET "
-                                     "next_allowed_at = EXCLUDED.next_allowed_at, request_id = "
-                                     "EXCLUDED.request_id",
-                                     5, p5, NULL, errstr, errstr_size)))
+                if ((rc = ms_pg_exec(
+                         pg,
+                         "INSERT INTO membersync.manual_windows(org_id, integration, "
+                         "next_allowed_at, request_id) VALUES ($1, $2, "
+                         "$3::timestamptz + make_interval(secs => $4::int), $5) ON "
+                         "CONFLICT (org_id, integration) DO UPDATE SET "
+                         "next_allowed_at = EXCLUDED.next_allowed_at, request_id = "
+                         "EXCLUDED.request_id",
+                         5, p5, NULL, errstr, errstr_size)))
                         goto out;
         }
-        json_t *job = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:O}", "job_id", job_id,
-                                "request_id", rid, "org_id", org, "integration", integ,
-                                "trigger", trigger, "mode", "FULL", "since", "queued_at",
-                                (json_int_t)now, "requested_by",
-                                json_object_get(req, "requested_by"));
+        json_t *job =
+            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:n, s:I, s:O}", "job_id", job_id,
+                      "request_id", rid, "org_id", org, "integration", integ, "trigger",
+                      trigger, "mode", "FULL", "since", "queued_at", (json_int_t)now,
+                      "requested_by", json_object_get(req, "requested_by"));
         ms_system_t sys;
         const char *jobs_topic = NULL;
         if (ms_system_parse(integ, &sys) == 0)
@@ -330,16 +345,18 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
                 rc = MS_ERR_GENERIC;
                 goto out;
         }
-        rc = ms_outbox_add(ob, jobs_topic, org, "SyncJob", "SyncJob", job, errstr, errstr_size);
+        rc = ms_outbox_add(ob, jobs_topic, org, "SyncJob", "SyncJob", job, errstr,
+                           errstr_size);
         json_decref(job);
         if (rc)
                 goto out;
-        json_t *payload = json_pack("{s:s, s:O, s:I}", "trigger", trigger, "requested_by",
-                                    json_object_get(req, "requested_by"), "queued_at",
-                                    (json_int_t)now);
-        rc = emit_event(ctx, ob, org, integ,
-                        sync_event_new(org, integ, job_id, rid, 0, now, "SyncQueued", payload),
-                        "SyncQueued", errstr, errstr_size);
+        json_t *payload =
+            json_pack("{s:s, s:O, s:I}", "trigger", trigger, "requested_by",
+                      json_object_get(req, "requested_by"), "queued_at", (json_int_t)now);
+        rc = emit_event(
+            ctx, ob, org, integ,
+            sync_event_new(org, integ, job_id, rid, 0, now, "SyncQueued", payload),
+            "SyncQueued", errstr, errstr_size);
         if (!rc)
                 ms_log_info("request %s accepted as job %s (%s %s)", rid, job_id, integ,
                             trigger);
@@ -354,9 +371,9 @@ int ms_ratelimiter_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         rl_ctx_t ctx = {conf, NULL};
         ms_consumer_t *c = NULL;
-        int rc = ms_avro_new(conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url
-                                                                : NULL,
-                             &ctx.codec, errstr, errstr_size);
+        int rc = ms_avro_new(
+            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
+            &ctx.codec, errstr, errstr_size);
         if (rc)
                 return rc;
         char group[160];

@@ -88,8 +88,8 @@ static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errst
                 PQclear(r);
                 return 0;
         }
-        relay_batch_t b = {n, calloc((size_t)n, sizeof(int)), calloc((size_t)n, sizeof(int64_t)),
-                           0};
+        relay_batch_t b = {n, calloc((size_t)n, sizeof(int)),
+                           calloc((size_t)n, sizeof(int64_t)), 0};
         row_ref_t *refs = calloc((size_t)n, sizeof(row_ref_t));
         int rc = 0, published = 0;
         if (!b.delivered || !b.ids || !refs) {
@@ -102,7 +102,8 @@ static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errst
                 memcpy(&be, PQgetvalue(r, i, 0), 8);
                 b.ids[i] = (int64_t)be64toh(be);
                 char *topic = strndup(PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1));
-                char *hdr_text = strndup(PQgetvalue(r, i, 4), (size_t)PQgetlength(r, i, 4));
+                char *hdr_text =
+                    strndup(PQgetvalue(r, i, 4), (size_t)PQgetlength(r, i, 4));
                 rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
                 if (!topic || !hdr_text || add_headers(hdrs, hdr_text)) {
                         ms_log_error("relay: outbox row %lld has bad headers; kept",
@@ -118,13 +119,14 @@ static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errst
                 rd_kafka_resp_err_t e;
                 for (;;) {
                         e = rd_kafka_producev(
-                                rk, RD_KAFKA_V_TOPIC(topic),
-                                RD_KAFKA_V_KEY(PQgetvalue(r, i, 2), (size_t)PQgetlength(r, i, 2)),
-                                RD_KAFKA_V_VALUE(PQgetvalue(r, i, 3),
-                                                 (size_t)PQgetlength(r, i, 3)),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(&refs[i]),
-                                RD_KAFKA_V_END);
+                            rk, RD_KAFKA_V_TOPIC(topic),
+                            RD_KAFKA_V_KEY(PQgetvalue(r, i, 2),
+                                           (size_t)PQgetlength(r, i, 2)),
+                            RD_KAFKA_V_VALUE(PQgetvalue(r, i, 3),
+                                             (size_t)PQgetlength(r, i, 3)),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(&refs[i]),
+                            RD_KAFKA_V_END);
                         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
                                 break;
                         rd_kafka_poll(rk, 50);
@@ -160,21 +162,22 @@ static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errst
         for (int i = 0; i < n; i++) {
                 if (b.delivered[i] != 1)
                         continue;
-                len += (size_t)snprintf(arr + len, cap - len, "%s%lld", published ? "," : "",
-                                        (long long)b.ids[i]);
+                len += (size_t)snprintf(arr + len, cap - len, "%s%lld",
+                                        published ? "," : "", (long long)b.ids[i]);
                 published++;
         }
         arr[len++] = '}';
         arr[len] = '\0';
         if (published > 0) {
                 const char *dp[] = {arr};
-                rc = ms_pg_exec(pg, "DELETE FROM membersync.outbox WHERE id = ANY($1::bigint[])",
-                                1, dp, NULL, errstr, errstr_size);
+                rc = ms_pg_exec(
+                    pg, "DELETE FROM membersync.outbox WHERE id = ANY($1::bigint[])", 1,
+                    dp, NULL, errstr, errstr_size);
         }
         free(arr);
         if (published < n && rc == 0) {
-                snprintf(errstr, errstr_size, "relay: %d of %d rows not delivered", n - published,
-                         n);
+                snprintf(errstr, errstr_size, "relay: %d of %d rows not delivered",
+                         n - published, n);
                 rc = MS_ERR_KAFKA;
         }
 out:
@@ -189,8 +192,8 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         int rc = 0;
         PGconn *pg = NULL;
-        rd_kafka_t *rk = ms_kafka_producer_new(conf, "relay", dr_msg_cb, NULL, errstr,
-                                               errstr_size);
+        rd_kafka_t *rk =
+            ms_kafka_producer_new(conf, "relay", dr_msg_cb, NULL, errstr, errstr_size);
         if (!rk)
                 return MS_ERR_KAFKA;
         int have_lock = 0;
@@ -199,7 +202,8 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                 char err[512];
                 if (!pg || !ms_pg_ensure(pg)) {
                         if (!pg)
-                                pg = ms_pg_connect(conf->pg_dsn, "relay", err, sizeof(err));
+                                pg = ms_pg_connect(conf->pg_dsn, "relay", err,
+                                                   sizeof(err));
                         if (!pg || PQstatus(pg) != CONNECTION_OK) {
                                 ms_log_error("relay: %s", pg ? PQerrorMessage(pg) : err);
                                 ms_sleep_ms(1000);
@@ -210,8 +214,9 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                 }
                 if (!have_lock) {
                         PGresult *r = NULL;
-                        if (ms_pg_exec(pg, "SELECT pg_try_advisory_lock(" RELAY_LOCK_KEY ")", 0,
-                                       NULL, &r, err, sizeof(err)) == 0) {
+                        if (ms_pg_exec(pg,
+                                       "SELECT pg_try_advisory_lock(" RELAY_LOCK_KEY ")",
+                                       0, NULL, &r, err, sizeof(err)) == 0) {
                                 have_lock = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
                                 PQclear(r);
                         }

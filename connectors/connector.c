@@ -944,32 +944,11 @@ int ms_connector_run(const ms_conf_t *conf, const char *system_slug, char *errst
                 return MS_ERR_CONFIG;
         }
         ms_uuid_new(ctx.instance);
-        ms_consumer_t *c = NULL;
-        int rc = ms_avro_new(
-            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
-            &ctx.codec, errstr, errstr_size);
-        if (rc)
-                return rc;
-        char group[160], role[48];
-        snprintf(group, sizeof(group), "%s-connector-%s", conf->kafka_group_prefix,
-                 ms_system_slug(ctx.sys));
-        snprintf(role, sizeof(role), "connector-%s", ms_system_slug(ctx.sys));
-        ms_consumer_conf_t cc = {
-            .conf = conf,
-            .role = role,
-            .group = group,
-            .topics = {ms_conf_jobs_topic(conf, ms_system_slug(ctx.sys)), NULL},
-            .codec = ctx.codec,
-            .long_handler = handle_job,
-            .opaque = &ctx};
-        if ((rc = ms_consumer_new(&cc, &c, errstr, errstr_size)))
-                goto out;
-        ctx.consumer = c;
-        ms_log_info("connector %s (instance %s): consuming %s", ms_system_slug(ctx.sys),
-                    ctx.instance, cc.topics[0]);
-        rc = ms_consumer_run(c, errstr, errstr_size);
-out:
-        ms_consumer_destroy(c);
-        ms_avro_destroy(ctx.codec);
-        return rc;
+        char name[48];
+        snprintf(name, sizeof(name), "connector-%s", ms_system_slug(ctx.sys));
+        ms_log_info("%s: instance %s", name, ctx.instance);
+        ms_consumer_conf_t cc = {.long_handler = handle_job, .opaque = &ctx};
+        return ms_consumer_role_run(conf, name,
+                                    ms_conf_jobs_topic(conf, ms_system_slug(ctx.sys)), cc,
+                                    &ctx.codec, &ctx.consumer, errstr, errstr_size);
 }

@@ -352,3 +352,36 @@ int ms_consumer_assigned_count(const ms_consumer_t *c)
 {
         return c->assigned ? c->assigned->cnt : 0;
 }
+
+int ms_consumer_role_run(const ms_conf_t *conf, const char *name, const char *topic,
+                         ms_consumer_conf_t cc, ms_avro_t **codec_slot,
+                         ms_consumer_t **consumer_slot, char *errstr, size_t errstr_size)
+{
+        ms_consumer_t *c = NULL;
+        int rc = ms_avro_new(
+            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
+            codec_slot, errstr, errstr_size);
+        if (rc)
+                return rc;
+        char group[160];
+        snprintf(group, sizeof(group), "%s-%s", conf->kafka_group_prefix, name);
+        cc.conf = conf;
+        cc.role = name;
+        cc.group = group;
+        cc.topics[0] = topic;
+        cc.topics[1] = NULL;
+        cc.codec = *codec_slot;
+        if ((rc = ms_consumer_new(&cc, &c, errstr, errstr_size)))
+                goto out;
+        if (consumer_slot)
+                *consumer_slot = c;
+        ms_log_info("%s: consuming %s as group %s", name, topic, group);
+        rc = ms_consumer_run(c, errstr, errstr_size);
+out:
+        if (consumer_slot)
+                *consumer_slot = NULL;
+        ms_consumer_destroy(c);
+        ms_avro_destroy(*codec_slot);
+        *codec_slot = NULL;
+        return rc;
+}

@@ -69,6 +69,16 @@ int ms_consumer_store_offset(ms_consumer_t *c, PGconn *pg, const rd_kafka_messag
  * message's partition was revoked). */
 int ms_consumer_keepalive(ms_consumer_t *c);
 
+/* Runs a consumer role until ms_stop: creates the codec (stored in
+ * *codec_slot before the first message, so the handlers find it through
+ * their opaque), the consumer of group "<group_prefix>-<name>" on one topic
+ * (stored in *consumer_slot when non-NULL), and runs it.  cc supplies the
+ * handler and opaque; its conf, role, group, topics and codec are filled
+ * here. */
+int ms_consumer_role_run(const ms_conf_t *conf, const char *name, const char *topic,
+                         ms_consumer_conf_t cc, ms_avro_t **codec_slot,
+                         ms_consumer_t **consumer_slot, char *errstr, size_t errstr_size);
+
 /* Health: ms since the loop last polled, and whether partitions are
  * assigned. */
 long long ms_consumer_poll_age_ms(const ms_consumer_t *c);

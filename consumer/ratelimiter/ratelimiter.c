@@ -370,27 +370,7 @@ out:
 int ms_ratelimiter_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         rl_ctx_t ctx = {conf, NULL};
-        ms_consumer_t *c = NULL;
-        int rc = ms_avro_new(
-            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
-            &ctx.codec, errstr, errstr_size);
-        if (rc)
-                return rc;
-        char group[160];
-        snprintf(group, sizeof(group), "%s-ratelimiter", conf->kafka_group_prefix);
-        ms_consumer_conf_t cc = {.conf = conf,
-                                 .role = "ratelimiter",
-                                 .group = group,
-                                 .topics = {conf->topic_sync_requests, NULL},
-                                 .codec = ctx.codec,
-                                 .tx_handler = handle,
-                                 .opaque = &ctx};
-        if ((rc = ms_consumer_new(&cc, &c, errstr, errstr_size)))
-                goto out;
-        ms_log_info("ratelimiter: consuming %s", conf->topic_sync_requests);
-        rc = ms_consumer_run(c, errstr, errstr_size);
-out:
-        ms_consumer_destroy(c);
-        ms_avro_destroy(ctx.codec);
-        return rc;
+        ms_consumer_conf_t cc = {.tx_handler = handle, .opaque = &ctx};
+        return ms_consumer_role_run(conf, "ratelimiter", conf->topic_sync_requests, cc,
+                                    &ctx.codec, NULL, errstr, errstr_size);
 }

@@ -7,10 +7,16 @@
 #include "ms_pg.h"
 #include "ms_util.h"
 
+/* Rows are kept as ready-made COPY text (tab-separated, one row per line):
+ * COPY is PostgreSQL's cheapest way in, and building the text directly
+ * avoids a JSON document per batch (a profile of the connector had 14% of
+ * its CPU in building and dumping that document). */
 struct ms_outbox {
         ms_avro_t *codec;
         char source[64];
-        json_t *rows; /* array of {t, k, v (base64), h} */
+        char *buf;
+        size_t len, cap;
+        size_t rows;
 };
 
 ms_outbox_t *ms_outbox_new(ms_avro_t *codec, const char *source_role)
@@ -20,11 +26,6 @@ ms_outbox_t *ms_outbox_new(ms_avro_t *codec, const char *source_role)
                 return NULL;
         ob->codec = codec;
         snprintf(ob->source, sizeof(ob->source), "membersync/%s", source_role);
-        ob->rows = json_array();
-        if (!ob->rows) {
-                free(ob);
-                return NULL;
-        }
         return ob;
 }
 
@@ -32,26 +33,93 @@ void ms_outbox_destroy(ms_outbox_t *ob)
 {
         if (!ob)
                 return;
-        json_decref(ob->rows);
+        free(ob->buf);
         free(ob);
 }
 
+static int reserve(ms_outbox_t *ob, size_t more)
+{
+        if (ob->len + more + 1 <= ob->cap)
+                return 0;
+        size_t cap = ob->cap ? ob->cap : 65536;
+        while (cap < ob->len + more + 1)
+                cap *= 2;
+        char *nb = realloc(ob->buf, cap);
+        if (!nb)
+                return -1;
+        ob->buf = nb;
+        ob->cap = cap;
+        return 0;
+}
+
+/* Appends s escaped for COPY's text format. */
+static int put_text(ms_outbox_t *ob, const char *s)
+{
+        size_t n = strlen(s);
+        if (reserve(ob, n * 2 + 1))
+                return -1;
+        for (; *s; s++) {
+                switch (*s) {
+                case '\\':
+                        ob->buf[ob->len++] = '\\';
+                        ob->buf[ob->len++] = '\\';
+                        break;
+                case '\t':
+                        ob->buf[ob->len++] = '\\';
+                        ob->buf[ob->len++] = 't';
+                        break;
+                case '\n':
+                        ob->buf[ob->len++] = '\\';
+                        ob->buf[ob->len++] = 'n';
+                        break;
+                case '\r':
+                        ob->buf[ob->len++] = '\\';
+                        ob->buf[ob->len++] = 'r';
+                        break;
+                default:
+                        ob->buf[ob->len++] = *s;
+                }
+        }
+        return 0;
+}
+
+/* Appends bytes as a bytea hex literal, escaped for COPY ("\\x..."). */
+static int put_bytea(ms_outbox_t *ob, const unsigned char *v, size_t len)
+{
+        static const char hex[] = "0123456789abcdef";
+        if (reserve(ob, len * 2 + 4))
+                return -1;
+        ob->buf[ob->len++] = '\\';
+        ob->buf[ob->len++] = '\\';
+        ob->buf[ob->len++] = 'x';
+        for (size_t i = 0; i < len; i++) {
+                ob->buf[ob->len++] = hex[v[i] >> 4];
+                ob->buf[ob->len++] = hex[v[i] & 15];
+        }
+        return 0;
+}
+
+static int put_char(ms_outbox_t *ob, char c)
+{
+        if (reserve(ob, 1))
+                return -1;
+        ob->buf[ob->len++] = c;
+        return 0;
+}
+
 static int push_row(ms_outbox_t *ob, const char *topic, const char *key,
-                    const void *value, size_t len, json_t *headers, char *errstr,
+                    const void *value, size_t len, const char *headers_json, char *errstr,
                     size_t errstr_size)
 {
-        char *b64 = ms_base64_encode(value, len);
-        if (!b64) {
+        size_t mark = ob->len;
+        if (put_text(ob, topic) || put_char(ob, '\t') || put_text(ob, key) ||
+            put_char(ob, '\t') || put_bytea(ob, value, len) || put_char(ob, '\t') ||
+            put_text(ob, headers_json) || put_char(ob, '\n')) {
+                ob->len = mark;
                 snprintf(errstr, errstr_size, "outbox: out of memory");
                 return MS_ERR_GENERIC;
         }
-        json_t *row = json_pack("{s:s, s:s, s:s, s:O}", "t", topic, "k", key, "v", b64,
-                                "h", headers);
-        free(b64);
-        if (!row || json_array_append_new(ob->rows, row)) {
-                snprintf(errstr, errstr_size, "outbox: cannot build row");
-                return MS_ERR_GENERIC;
-        }
+        ob->rows++;
         return 0;
 }
 
@@ -74,21 +142,19 @@ int ms_outbox_add(ms_outbox_t *ob, const char *topic, const char *key, const cha
                 t = json_object_get(event, "queued_at");
         if (!t)
                 t = json_object_get(event, "requested_at");
-        char when[40], ce_type[80];
+        char when[40];
         ms_iso8601(json_is_integer(t) ? json_integer_value(t) : ms_now_ms(), when,
                    sizeof(when));
-        snprintf(ce_type, sizeof(ce_type), "membersync.%s", type);
-        json_t *h =
-            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ce_id", id ? id : "", "ce_type",
-                      ce_type, "ce_source", ob->source, "ce_specversion", "1.0",
-                      "ce_time", when, "content-type", "application/avro");
-        if (!h) {
-                free(val);
-                snprintf(errstr, errstr_size, "outbox: cannot build headers");
-                return MS_ERR_GENERIC;
-        }
-        rc = push_row(ob, topic, key, val, len, h, errstr, errstr_size);
-        json_decref(h);
+        /* Every value here is ours: a UUID, a schema name, the role and an
+         * ISO time, none of which needs JSON escaping. */
+        char headers[320];
+        snprintf(
+            headers, sizeof(headers),
+            "{\"ce_id\":\"%.40s\",\"ce_type\":\"membersync.%.40s\",\"ce_source\":\"%s\","
+            "\"ce_specversion\":\"1.0\",\"ce_time\":\"%s\",\"content-type\":"
+            "\"application/avro\"}",
+            id && ms_uuid_valid(id) ? id : "", type, ob->source, when);
+        rc = push_row(ob, topic, key, val, len, headers, errstr, errstr_size);
         free(val);
         return rc;
 }
@@ -97,42 +163,60 @@ int ms_outbox_add_raw(ms_outbox_t *ob, const char *topic, const char *key,
                       const void *value, size_t len, json_t *headers, char *errstr,
                       size_t errstr_size)
 {
-        return push_row(ob, topic, key ? key : "", value ? value : "", value ? len : 0,
-                        headers, errstr, errstr_size);
+        char *h = json_dumps(headers, JSON_COMPACT);
+        if (!h) {
+                snprintf(errstr, errstr_size, "outbox: cannot encode headers");
+                return MS_ERR_GENERIC;
+        }
+        int rc = push_row(ob, topic, key ? key : "", value ? value : "", value ? len : 0,
+                          h, errstr, errstr_size);
+        free(h);
+        return rc;
 }
 
 size_t ms_outbox_count(const ms_outbox_t *ob)
 {
-        return json_array_size(ob->rows);
+        return ob->rows;
 }
 
 int ms_outbox_flush(ms_outbox_t *ob, PGconn *pg, char *errstr, size_t errstr_size)
 {
-        if (json_array_size(ob->rows) == 0)
+        if (ob->rows == 0)
                 return 0;
-        char *doc = json_dumps(ob->rows, JSON_COMPACT);
-        if (!doc) {
-                snprintf(errstr, errstr_size, "outbox: out of memory");
-                return MS_ERR_GENERIC;
-        }
-        const char *p[] = {doc};
-        /* WITH ORDINALITY + ORDER BY keeps the ids in the order the events
+        /* COPY keeps the rows' order, so ids follow the order the events
          * were added, which is the order the relay publishes them in. */
-        int rc = ms_pg_exec(pg,
-                            "INSERT INTO membersync.outbox(topic, key, value, headers) "
-                            "SELECT x.t, x.k, decode(x.v, 'base64'), x.h FROM ROWS FROM ("
-                            "jsonb_to_recordset($1::jsonb) AS (t text, k text, v text, h "
-                            "jsonb)) WITH ORDINALITY AS x(t, k, v, h, n) ORDER BY x.n",
-                            1, p, NULL, errstr, errstr_size);
-        free(doc);
+        PGresult *r =
+            PQexec(pg, "COPY membersync.outbox(topic, key, value, headers) FROM STDIN");
+        if (PQresultStatus(r) != PGRES_COPY_IN) {
+                snprintf(errstr, errstr_size, "outbox: COPY: %s",
+                         PQresultErrorMessage(r));
+                PQclear(r);
+                return MS_ERR_PG;
+        }
+        PQclear(r);
+        int rc = 0;
+        if (PQputCopyData(pg, ob->buf, (int)ob->len) != 1 ||
+            PQputCopyEnd(pg, NULL) != 1) {
+                snprintf(errstr, errstr_size, "outbox: COPY: %s", PQerrorMessage(pg));
+                rc = MS_ERR_PG;
+        }
+        while ((r = PQgetResult(pg)) != NULL) {
+                if (!rc && PQresultStatus(r) != PGRES_COMMAND_OK) {
+                        snprintf(errstr, errstr_size, "outbox: COPY: %s",
+                                 PQresultErrorMessage(r));
+                        rc = MS_ERR_PG;
+                }
+                PQclear(r);
+        }
         if (rc == 0)
-                json_array_clear(ob->rows);
+                ms_outbox_reset(ob);
         return rc;
 }
 
 void ms_outbox_reset(ms_outbox_t *ob)
 {
-        json_array_clear(ob->rows);
+        ob->len = 0;
+        ob->rows = 0;
 }
 
 long long ms_outbox_depth(PGconn *pg)

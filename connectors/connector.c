@@ -367,7 +367,7 @@ static int process_page(job_t *j, json_t *items, char *errstr, size_t errstr_siz
         }
         json_decref(stored);
         if (json_array_size(upserts) > 0) {
-                char *doc = json_dumps(upserts, JSON_COMPACT | JSON_ENSURE_ASCII);
+                char *doc = json_dumps(upserts, JSON_COMPACT);
                 const char *p[] = {j->org, j->integ, j->job_id, doc};
                 rc = ms_pg_exec(
                     j->pg,

@@ -339,10 +339,10 @@ int ms_conf_secret(const char *ref, char **out, char *errstr, size_t errstr_size
                         v[--len] = '\0';
                 *out = v;
         } else {
-                snprintf(
-                    errstr, errstr_size,
-                    "credentials reference must start with env: or file: (got %.16s...)",
-                    ref);
+                snprintf(errstr, errstr_size,
+                         "credentials reference must start with env: or file: (the value "
+                         "is not shown: "
+                         "it may be a secret put there by mistake)");
                 return MS_ERR_CONFIG;
         }
         if (!*out) {

@@ -22,6 +22,7 @@
 #include "ms_canon.h"
 #include "ms_consumer.h"
 #include "ms_gateway.h"
+#include "ms_health.h"
 #include "ms_kafka.h"
 #include "ms_log.h"
 #include "ms_pg.h"
@@ -596,6 +597,15 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
         if ((rc = ms_outbox_flush(j->ob, j->pg, errstr, errstr_size)))
                 goto out;
         rc = ms_pg_commit(j->pg, errstr, errstr_size);
+        if (!rc) {
+                char labels[160];
+                ms_metrics_counter_add("membersync_jobs_total",
+                                       "Sync jobs finished, by outcome",
+                                       ms_metrics_labels(labels, sizeof(labels), "system",
+                                                         ms_system_slug(j->ctx->sys),
+                                                         "outcome", outcome, NULL),
+                                       1);
+        }
         if (!rc)
                 ms_log_info(
                     "job finished %s: processed %lld, created %lld, updated %lld, "
@@ -841,7 +851,8 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg,
                 snprintf(failure, sizeof(failure), "%s", gerr);
         }
         if (!failure[0] && !j.fetch_complete &&
-            ms_prefetch_start(gw, j.checkpoint, &j.cancel_fetch, &pf, gerr, sizeof(gerr)))
+            ms_prefetch_start(gw, j.checkpoint, ms_system_slug(ctx->sys), &j.cancel_fetch,
+                              &pf, gerr, sizeof(gerr)))
                 snprintf(failure, sizeof(failure), "%s", gerr);
         int64_t t0 = ms_mono_ms();
         while (!failure[0] && !j.fetch_complete) {
@@ -903,6 +914,15 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg,
                         if (!rc)
                                 rc = ms_pg_commit(pg, errstr, errstr_size);
                         j.t_commit += ms_mono_ms() - t2;
+                        if (!rc) {
+                                char labels[96];
+                                ms_metrics_counter_add(
+                                    "membersync_records_processed_total",
+                                    "Member records processed by the connector",
+                                    ms_metrics_labels(labels, sizeof(labels), "system",
+                                                      ms_system_slug(ctx->sys), NULL),
+                                    (double)n);
+                        }
                         if (rc) {
                                 ms_pg_rollback(pg);
                                 ms_outbox_reset(ob);

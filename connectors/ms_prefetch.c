@@ -7,11 +7,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "ms_health.h"
 #include "ms_util.h"
 
 struct ms_prefetch {
         ms_gateway_t *gw;
         atomic_int *cancel;
+        char system[32];
+        ms_gateway_stats_t last_stats;
         pthread_t tid;
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -27,6 +30,33 @@ struct ms_prefetch {
 int ms_prefetch_idle_cb(void *opaque)
 {
         return atomic_load((atomic_int *)opaque);
+}
+
+/* Member API metrics, taken on the fetch thread that owns the gateway. */
+static void observe(ms_prefetch_t *pf, int rc)
+{
+        static const char *classes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+        ms_gateway_stats_t st;
+        char labels[160];
+        ms_gateway_get_stats(pf->gw, &st);
+        if (rc == 0)
+                ms_metrics_histogram_observe(
+                    "membersync_member_api_page_seconds",
+                    "Time to fetch one page from a member API, retries included",
+                    ms_metrics_labels(labels, sizeof(labels), "system", pf->system, NULL),
+                    (double)st.last_page_ms / 1000.0);
+        for (int i = 0; i < 6; i++) {
+                int64_t d =
+                    st.responses_by_class[i] - pf->last_stats.responses_by_class[i];
+                if (d > 0)
+                        ms_metrics_counter_add(
+                            "membersync_member_api_responses_total",
+                            "Member API responses by status class (none = no response)",
+                            ms_metrics_labels(labels, sizeof(labels), "system",
+                                              pf->system, "status", classes[i], NULL),
+                            (double)d);
+        }
+        pf->last_stats = st;
 }
 
 static void *fetch_main(void *arg)
@@ -47,6 +77,7 @@ static void *fetch_main(void *arg)
                 ms_page_t page = {0};
                 char err[512] = "";
                 int rc = ms_gateway_fetch_page(pf->gw, pos, &page, err, sizeof(err));
+                observe(pf, rc);
                 pthread_mutex_lock(&pf->lock);
                 if (atomic_load(pf->cancel)) {
                         pthread_mutex_unlock(&pf->lock);
@@ -74,13 +105,16 @@ static void *fetch_main(void *arg)
         return NULL;
 }
 
-int ms_prefetch_start(ms_gateway_t *gw, const char *pos, atomic_int *cancel,
-                      ms_prefetch_t **out, char *errstr, size_t errstr_size)
+int ms_prefetch_start(ms_gateway_t *gw, const char *pos, const char *system,
+                      atomic_int *cancel, ms_prefetch_t **out, char *errstr,
+                      size_t errstr_size)
 {
         ms_prefetch_t *pf = calloc(1, sizeof(*pf));
         if (!pf)
                 goto oom;
         pf->gw = gw;
+        snprintf(pf->system, sizeof(pf->system), "%s", system);
+        ms_gateway_get_stats(gw, &pf->last_stats);
         pf->cancel = cancel;
         pthread_mutex_init(&pf->lock, NULL);
         pthread_condattr_t ca;

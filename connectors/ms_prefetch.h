@@ -23,9 +23,11 @@ typedef struct ms_prefetch ms_prefetch_t;
 /* Gateway idle callback: opaque is the atomic_int cancel flag. */
 int ms_prefetch_idle_cb(void *opaque);
 
-/* Starts fetching at pos (NULL = first page; copied). */
-int ms_prefetch_start(ms_gateway_t *gw, const char *pos, atomic_int *cancel,
-                      ms_prefetch_t **out, char *errstr, size_t errstr_size);
+/* Starts fetching at pos (NULL = first page; copied).  system labels the
+ * member API metrics the fetch thread records. */
+int ms_prefetch_start(ms_gateway_t *gw, const char *pos, const char *system,
+                      atomic_int *cancel, ms_prefetch_t **out, char *errstr,
+                      size_t errstr_size);
 
 /* Waits up to wait_ms for the next page.  Returns 0 and moves the page into
  * *page (the caller clears it), MS_PREFETCH_TIMEOUT when none arrived yet, or

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ms_health.h"
 #include "ms_kafka.h"
 #include "ms_log.h"
 #include "ms_pg.h"
@@ -24,6 +25,11 @@ struct ms_consumer {
         int current_revoked;
         int need_reseek;
         _Atomic long long last_poll_ms;
+        /* Read by the health listener's thread. */
+        _Atomic int assign_seen; /* the group gave us an assignment (maybe empty) */
+        _Atomic int pg_ok;       /* the last PostgreSQL step worked */
+        int64_t last_lag_ms;
+        int last_dlq; /* the last message went to the DLQ */
 };
 
 static int load_offsets(ms_consumer_t *c, rd_kafka_topic_partition_list_t *parts)
@@ -71,6 +77,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
                 ms_log_info("consumer %s: assigned %d partition(s)", c->group,
                             parts->cnt);
+                c->assign_seen = 1;
                 if (c->assigned)
                         rd_kafka_topic_partition_list_destroy(c->assigned);
                 c->assigned = rd_kafka_topic_partition_list_copy(parts);
@@ -151,6 +158,7 @@ int ms_consumer_new(const ms_consumer_conf_t *cc, ms_consumer_t **out, char *err
                 goto fail;
         }
         c->last_poll_ms = ms_mono_ms();
+        c->pg_ok = 1;
         *out = c;
         return 0;
 fail:
@@ -248,6 +256,7 @@ static int dead_letter(ms_consumer_t *c, const rd_kafka_message_t *m, const char
                              rd_kafka_topic_name(m->rkt), m->partition,
                              (long long)m->offset, err);
         } else {
+                c->last_dlq = 1;
                 ms_log_warn("consumer: %s[%d]@%lld sent to the DLQ: %s",
                             rd_kafka_topic_name(m->rkt), m->partition,
                             (long long)m->offset, why);
@@ -284,6 +293,48 @@ static int handle_tx(ms_consumer_t *c, const rd_kafka_message_t *m)
         return rc;
 }
 
+static void count_message(ms_consumer_t *c, const char *result)
+{
+        char labels[256];
+        ms_metrics_counter_add("membersync_messages_total",
+                               "Messages consumed by a role, by result (ok, dlq, retry, "
+                               "interrupted)",
+                               ms_metrics_labels(labels, sizeof(labels), "role",
+                                                 c->cc.role, "result", result, NULL),
+                               1);
+}
+
+/* Consumer lag from librdkafka's cached high watermarks (no broker round
+ * trip): what KEDA and alerts look at. */
+static void update_lag(ms_consumer_t *c)
+{
+        c->last_lag_ms = c->last_poll_ms;
+        if (!c->assigned)
+                return;
+        rd_kafka_topic_partition_list_t *pos =
+            rd_kafka_topic_partition_list_copy(c->assigned);
+        rd_kafka_position(c->rk, pos);
+        long long lag = 0;
+        for (int i = 0; i < pos->cnt; i++) {
+                int64_t lo, hi;
+                if (pos->elems[i].offset < 0 ||
+                    rd_kafka_get_watermark_offsets(c->rk, pos->elems[i].topic,
+                                                   pos->elems[i].partition, &lo,
+                                                   &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+                    hi < pos->elems[i].offset)
+                        continue;
+                lag += hi - pos->elems[i].offset;
+        }
+        char labels[256];
+        ms_metrics_gauge_set(
+            "membersync_consumer_lag",
+            "Messages not yet consumed on the role's assigned partitions",
+            ms_metrics_labels(labels, sizeof(labels), "group", c->group, "topic",
+                              c->cc.topics[0], NULL),
+            (double)lag);
+        rd_kafka_topic_partition_list_destroy(pos);
+}
+
 int ms_consumer_run(ms_consumer_t *c, char *errstr, size_t errstr_size)
 {
         int backoff_ms = 100;
@@ -294,6 +345,8 @@ int ms_consumer_run(ms_consumer_t *c, char *errstr, size_t errstr_size)
                         c->cc.tick(c->cc.opaque, c->pg);
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 100);
                 c->last_poll_ms = ms_mono_ms();
+                if (c->last_poll_ms - c->last_lag_ms >= 5000)
+                        update_lag(c);
                 if (!m)
                         continue;
                 if (m->err) {
@@ -304,6 +357,7 @@ int ms_consumer_run(ms_consumer_t *c, char *errstr, size_t errstr_size)
                         continue;
                 }
                 int rc;
+                c->last_dlq = 0;
                 if (c->cc.tx_handler) {
                         rc = handle_tx(c, m);
                 } else {
@@ -323,6 +377,10 @@ int ms_consumer_run(ms_consumer_t *c, char *errstr, size_t errstr_size)
                         if (c->paused || c->need_reseek || c->current_revoked)
                                 c->need_reseek = 1;
                 }
+                c->pg_ok = PQstatus(c->pg) == CONNECTION_OK;
+                count_message(c, rc == 0 ? (c->last_dlq ? "dlq" : "ok")
+                                 : rc == MS_CONSUMER_INTERRUPTED ? "interrupted"
+                                                                 : "retry");
                 if (rc == 0) {
                         commit_to_kafka(c, m);
                         backoff_ms = 100;
@@ -353,11 +411,40 @@ int ms_consumer_assigned_count(const ms_consumer_t *c)
         return c->assigned ? c->assigned->cnt : 0;
 }
 
+/* Live: the loop polled recently.  Every loop step is bounded: poll 100 ms, a
+ * page transaction, or a long handler that keeps polling between pages. */
+static int live_check(void *opaque, char *why, size_t why_size)
+{
+        ms_consumer_t *c = opaque;
+        long long age = ms_consumer_poll_age_ms(c);
+        if (age <= 60000)
+                return 1;
+        snprintf(why, why_size, "consumer loop last polled %lld ms ago", age);
+        return 0;
+}
+
+/* Ready: joined the group (an assignment arrived, possibly empty when there
+ * are more instances than partitions) and PostgreSQL answers. */
+static int ready_check(void *opaque, char *why, size_t why_size)
+{
+        ms_consumer_t *c = opaque;
+        if (!c->assign_seen) {
+                snprintf(why, why_size, "waiting for a partition assignment");
+                return 0;
+        }
+        if (!c->pg_ok) {
+                snprintf(why, why_size, "PostgreSQL is not reachable");
+                return 0;
+        }
+        return 1;
+}
+
 int ms_consumer_role_run(const ms_conf_t *conf, const char *name, const char *topic,
                          ms_consumer_conf_t cc, ms_avro_t **codec_slot,
                          ms_consumer_t **consumer_slot, char *errstr, size_t errstr_size)
 {
         ms_consumer_t *c = NULL;
+        ms_health_t *health = NULL;
         int rc = ms_avro_new(
             conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
             codec_slot, errstr, errstr_size);
@@ -375,11 +462,17 @@ int ms_consumer_role_run(const ms_conf_t *conf, const char *name, const char *to
                 goto out;
         if (consumer_slot)
                 *consumer_slot = c;
+        if (conf->health_port > 0 &&
+            (rc = ms_health_start(conf->health_port, NULL, &health, errstr, errstr_size)))
+                goto out;
+        if (health)
+                ms_health_set_checks(health, live_check, ready_check, c);
         ms_log_info("%s: consuming %s as group %s", name, topic, group);
         rc = ms_consumer_run(c, errstr, errstr_size);
 out:
         if (consumer_slot)
                 *consumer_slot = NULL;
+        ms_health_stop(health);
         ms_consumer_destroy(c);
         ms_avro_destroy(*codec_slot);
         *codec_slot = NULL;

@@ -11,6 +11,7 @@
 
 #include "ms_avro.h"
 #include "ms_consumer.h"
+#include "ms_health.h"
 #include "ms_log.h"
 #include "ms_pg.h"
 #include "ms_roles.h"
@@ -212,6 +213,8 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
                 rc = ms_pg_exec(pg, "SELECT pg_notify('membersync_status', $1)", 1, p,
                                 NULL, errstr, errstr_size);
                 ctx->projected++;
+                ms_metrics_counter_add("membersync_events_projected_total",
+                                       "SyncEvents that changed a status row", NULL, 1);
         }
         json_decref(ev);
         return rc;

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ms_health.h"
 #include "ms_kafka.h"
+#include "ms_outbox.h"
 #include "ms_log.h"
 #include "ms_pg.h"
 #include "ms_roles.h"
@@ -188,10 +190,43 @@ out:
         return rc ? rc : published;
 }
 
+typedef struct relay_health {
+        ms_health_beat_t beat;
+        _Atomic int pg_ok;
+} relay_health_t;
+
+static int relay_live(void *opaque, char *why, size_t why_size)
+{
+        relay_health_t *h = opaque;
+        return ms_health_beat_check(&h->beat, 60000, why, why_size);
+}
+
+/* A standby relay (not holding the lock) is ready too: it serves as soon as
+ * the active one goes away. */
+static int relay_ready(void *opaque, char *why, size_t why_size)
+{
+        relay_health_t *h = opaque;
+        if (h->pg_ok)
+                return 1;
+        snprintf(why, why_size, "PostgreSQL is not reachable");
+        return 0;
+}
+
 int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
 {
         int rc = 0;
         PGconn *pg = NULL;
+        ms_health_t *health = NULL;
+        relay_health_t hs;
+        memset(&hs, 0, sizeof(hs));
+        ms_health_beat(&hs.beat);
+        if (conf->health_port > 0) {
+                if ((rc = ms_health_start(conf->health_port, NULL, &health, errstr,
+                                          errstr_size)))
+                        return rc;
+                ms_health_set_checks(health, relay_live, relay_ready, &hs);
+        }
+        int64_t last_depth_ms = 0;
         rd_kafka_t *rk =
             ms_kafka_producer_new(conf, "relay", dr_msg_cb, NULL, errstr, errstr_size);
         if (!rk)
@@ -200,6 +235,16 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
         int backoff = 100;
         while (!ms_stop) {
                 char err[512];
+                ms_health_beat(&hs.beat);
+                hs.pg_ok = pg && PQstatus(pg) == CONNECTION_OK;
+                if (pg && hs.pg_ok && ms_mono_ms() - last_depth_ms >= 5000) {
+                        last_depth_ms = ms_mono_ms();
+                        long long depth = ms_outbox_depth(pg);
+                        if (depth >= 0)
+                                ms_metrics_gauge_set("membersync_outbox_depth",
+                                                     "Outbox rows not yet published",
+                                                     NULL, (double)depth);
+                }
                 if (!pg || !ms_pg_ensure(pg)) {
                         if (!pg)
                                 pg = ms_pg_connect(conf->pg_dsn, "relay", err,
@@ -234,6 +279,10 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                         continue;
                 }
                 backoff = 100;
+                if (n > 0)
+                        ms_metrics_counter_add("membersync_events_published_total",
+                                               "Outbox events published to Kafka", NULL,
+                                               n);
                 rd_kafka_poll(rk, 0);
                 if (n < conf->relay_batch_size)
                         ms_sleep_ms(conf->relay_idle_poll_ms);
@@ -242,5 +291,6 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
         rd_kafka_destroy(rk);
         if (pg)
                 PQfinish(pg);
+        ms_health_stop(health);
         return rc;
 }

@@ -36,4 +36,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     -DoutputDirectory="$kafka_libs" -DincludeScope=runtime
   echo "$want" > "$stamp"
 fi
+
+# Tools for the browser, deploy and interoperability tests, each idempotent
+# and quick once cached.
+for extra in setup-browser.sh setup-helm.sh setup-python.sh; do
+  if [ -f "$here/scripts/$extra" ]; then
+    bash "$here/scripts/$extra"
+  fi
+done
 echo "setup: ok (kafka libs in $kafka_libs)"

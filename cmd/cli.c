@@ -13,6 +13,7 @@
 #include "ms_kafka.h"
 #include "ms_log.h"
 #include "ms_pg.h"
+#include "ms_trigger.h"
 #include "ms_util.h"
 
 static ms_avro_t *codec_new(const ms_conf_t *conf, char *errstr, size_t errstr_size)
@@ -33,66 +34,12 @@ static void upcase(char *s)
                         *s = (char)(*s - 'a' + 'A');
 }
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
-{
-        (void)rk;
-        (void)opaque;
-        int *status = m->_private;
-        *status = m->err ? -1 : 1;
-}
-
+/* The encoding, key and CloudEvents headers live in common/ms_trigger, shared
+ * with the api role. */
 int ms_cli_publish_request(const ms_conf_t *conf, json_t *req, char *errstr,
                            size_t errstr_size)
 {
-        int rc = 0, status = 0;
-        unsigned char *val = NULL;
-        size_t len = 0;
-        ms_avro_t *codec = codec_new(conf, errstr, errstr_size);
-        if (!codec)
-                return MS_ERR_GENERIC;
-        rd_kafka_t *rk = ms_kafka_producer_new(conf, "membersync-cli", dr_cb, NULL,
-                                               errstr, errstr_size);
-        if (!rk) {
-                rc = MS_ERR_KAFKA;
-                goto out;
-        }
-        if ((rc = ms_avro_encode(codec, "SyncRequested", conf->topic_sync_requests, req,
-                                 &val, &len, errstr, errstr_size)))
-                goto out;
-        const char *org = json_string_value(json_object_get(req, "org_id"));
-        char when[40];
-        ms_iso8601(json_integer_value(json_object_get(req, "requested_at")), when,
-                   sizeof(when));
-        rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-        rd_kafka_header_add(h, "ce_id", -1,
-                            json_string_value(json_object_get(req, "request_id")), -1);
-        rd_kafka_header_add(h, "ce_type", -1, "membersync.SyncRequested", -1);
-        rd_kafka_header_add(h, "ce_source", -1, "membersync/cli", -1);
-        rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
-        rd_kafka_header_add(h, "ce_time", -1, when, -1);
-        rd_kafka_header_add(h, "content-type", -1, "application/avro", -1);
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(conf->topic_sync_requests),
-            RD_KAFKA_V_KEY(org, strlen(org)), RD_KAFKA_V_VALUE(val, len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
-            RD_KAFKA_V_OPAQUE(&status), RD_KAFKA_V_END);
-        if (e) {
-                rd_kafka_headers_destroy(h);
-                snprintf(errstr, errstr_size, "kafka: produce: %s", rd_kafka_err2str(e));
-                rc = MS_ERR_KAFKA;
-                goto out;
-        }
-        rd_kafka_flush(rk, 30000);
-        if (status != 1) {
-                snprintf(errstr, errstr_size, "kafka: the trigger was not delivered");
-                rc = MS_ERR_KAFKA;
-        }
-out:
-        free(val);
-        if (rk)
-                rd_kafka_destroy(rk);
-        ms_avro_destroy(codec);
-        return rc;
+        return ms_trigger_publish(conf, "cli", req, errstr, errstr_size);
 }
 
 /* Counts of sync_errors by code for a job, as {"ERROR": {...}, "WARNING": {...}}. */

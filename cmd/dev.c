@@ -21,6 +21,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jwt.h>
+
+#include "ms_api.h"
 #include "ms_kafka.h"
 #include "ms_log.h"
 #include "ms_pg.h"
@@ -50,6 +53,8 @@ static void *role_main(void *arg)
                 t->rc = ms_ratelimiter_run(t->conf, t->err, sizeof(t->err));
         else if (strcmp(t->name, "projector") == 0)
                 t->rc = ms_projector_run(t->conf, t->err, sizeof(t->err));
+        else if (strcmp(t->name, "api") == 0)
+                t->rc = ms_api_run(t->conf, t->err, sizeof(t->err));
         else
                 t->rc = ms_relay_run(t->conf, t->err, sizeof(t->err));
         if (t->rc)
@@ -130,9 +135,64 @@ static void sim_stop(sim_proc_t *s)
         }
 }
 
+/* The demo's API: a random HS256 secret in a private temporary file and an
+ * ORG_ADMIN token for the demo org, so a person can open the widget. */
+static int dev_api_setup(ms_conf_t *conf, const char *org, const char *listen,
+                         char secret_path[64], char *token, size_t token_size,
+                         char *errstr, size_t errstr_size)
+{
+        unsigned char key[32];
+        char hex[65];
+        FILE *ur = fopen("/dev/urandom", "rb");
+        if (!ur || fread(key, 1, sizeof(key), ur) != sizeof(key)) {
+                if (ur)
+                        fclose(ur);
+                snprintf(errstr, errstr_size, "cannot read /dev/urandom");
+                return MS_ERR_GENERIC;
+        }
+        fclose(ur);
+        for (int i = 0; i < 32; i++)
+                snprintf(hex + 2 * i, 3, "%02x", key[i]);
+        snprintf(secret_path, 64, "/tmp/membersync-dev-jwt.XXXXXX");
+        int fd = mkstemp(secret_path);
+        if (fd < 0 || write(fd, hex, 64) != 64) {
+                if (fd >= 0)
+                        close(fd);
+                snprintf(errstr, errstr_size, "cannot write the demo JWT secret");
+                return MS_ERR_GENERIC;
+        }
+        close(fd);
+        free(conf->api_jwt_hs256_secret_file);
+        conf->api_jwt_hs256_secret_file = strdup(secret_path);
+        if (listen) {
+                free(conf->api_listen);
+                conf->api_listen = strdup(listen);
+        }
+        jwt_t *jwt = NULL;
+        int rc = MS_ERR_GENERIC;
+        if (jwt_new(&jwt) == 0 &&
+            jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)hex, 64) == 0 &&
+            jwt_add_grant(jwt, "sub", "demo-admin") == 0 &&
+            jwt_add_grant(jwt, "org_id", org) == 0 &&
+            jwt_add_grant(jwt, "role", "org_admin") == 0 &&
+            jwt_add_grant_int(jwt, "exp", (long)(ms_now_ms() / 1000 + 12 * 3600)) == 0) {
+                char *enc = jwt_encode_str(jwt);
+                if (enc && strlen(enc) < token_size) {
+                        snprintf(token, token_size, "%s", enc);
+                        rc = 0;
+                }
+                free(enc);
+        }
+        jwt_free(jwt);
+        if (rc)
+                snprintf(errstr, errstr_size, "cannot mint the demo token");
+        return rc;
+}
+
 int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
 {
         int members = 20000, serve = 0, rc = 1;
+        const char *listen = NULL;
         const char *org = "demo-org";
         for (int a = 1; a < argc; a++) {
                 if (strcmp(argv[a], "--members") == 0 && a + 1 < argc)
@@ -141,20 +201,24 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                         org = argv[++a];
                 else if (strcmp(argv[a], "--serve") == 0)
                         serve = 1;
+                else if (strcmp(argv[a], "--listen") == 0 && a + 1 < argc)
+                        listen = argv[++a];
                 else {
                         fprintf(stderr, "usage: membersync dev [--members N] [--org ORG] "
-                                        "[--serve]\n");
+                                        "[--serve] [--listen HOST:PORT]\n");
                         return 2;
                 }
         }
         char err[1024];
+        char secret_path[64] = "";
         rd_kafka_mock_cluster_t *mc = NULL;
         sim_proc_t sims[2] = {{0}, {0}};
         role_thread_t roles[] = {{.name = "ratelimiter"},
                                  {.name = "projector"},
                                  {.name = "relay"},
                                  {.name = "connector", .system = "cornerstone"},
-                                 {.name = "connector", .system = "consio"}};
+                                 {.name = "connector", .system = "consio"},
+                                 {.name = "api"}};
         const int nroles = (int)(sizeof(roles) / sizeof(roles[0]));
 
         /* The mock cluster lives inside a client handle of ours; every role
@@ -245,6 +309,12 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                    (const char *[]){org}, NULL, err, sizeof(err));
         PQfinish(pg);
 
+        char token[2048] = "";
+        if (dev_api_setup(conf, org, listen, secret_path, token, sizeof(token), err,
+                          sizeof(err))) {
+                fprintf(stderr, "membersync dev: %s\n", err);
+                goto out;
+        }
         for (int i = 0; i < nroles; i++) {
                 roles[i].conf = conf;
                 if (pthread_create(&roles[i].tid, NULL, role_main, &roles[i]) == 0)
@@ -298,7 +368,10 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
         if (wpg)
                 PQfinish(wpg);
         if (serve && !ms_stop) {
-                fprintf(stderr, "dev: roles keep running; Ctrl-C to stop\n");
+                fprintf(stderr,
+                        "dev: the widget: http://%s/widget/?org=%s&token=%s\n"
+                        "dev: roles keep running; Ctrl-C to stop\n",
+                        conf->api_listen, org, token);
                 while (!ms_stop)
                         ms_sleep_ms(200);
         }
@@ -309,6 +382,8 @@ out:
                         pthread_join(roles[i].tid, NULL);
         for (int i = 0; i < 2; i++)
                 sim_stop(&sims[i]);
+        if (secret_path[0])
+                unlink(secret_path);
         if (mc)
                 rd_kafka_mock_cluster_destroy(mc);
         rd_kafka_destroy(mk);

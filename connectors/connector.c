@@ -568,7 +568,7 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
         const char *outcome = failure                    ? "FAILED"
                               : (j->errors > 0 || guard) ? "PARTIAL"
                                                          : "SUCCEEDED";
-        char reason[200] = "";
+        char reason[720] = "";
         if (failure)
                 snprintf(reason, sizeof(reason), "%s", failure);
         else if (guard)

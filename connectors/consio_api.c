@@ -263,7 +263,6 @@ static int ms_consio_api_add_auth(ms_gateway_t *gw, struct curl_slist **hdrs,
                                   char *errstr, size_t errstr_size)
 {
         consio_state_t *st = ms_gateway_proto_state(gw);
-        char *line = NULL;
         int rc;
 
         if (!st->token || ms_mono_ms() >= st->refresh_at) {
@@ -271,25 +270,8 @@ static int ms_consio_api_add_auth(ms_gateway_t *gw, struct curl_slist **hdrs,
                 if (rc)
                         return rc;
         }
-        rc = 0;
-        if (asprintf(&line, "Authorization: Bearer %s", st->token) < 0) {
-                line = NULL;
-                goto oom;
-        }
-        struct curl_slist *n = curl_slist_append(*hdrs, line);
-        if (!n)
-                goto oom;
-        *hdrs = n;
-        goto out;
-oom:
-        snprintf(errstr, errstr_size, "out of memory");
-        rc = MS_ERR_GENERIC;
-out:
-        if (line) {
-                explicit_bzero(line, strlen(line));
-                free(line);
-        }
-        return rc;
+        return ms_gateway_add_secret_header(hdrs, "Authorization: Bearer ", st->token,
+                                            errstr, errstr_size);
 }
 
 static int ms_consio_api_refresh_auth(ms_gateway_t *gw, char *errstr, size_t errstr_size)

@@ -104,29 +104,8 @@ static int ms_cornerstone_api_parse_page(ms_gateway_t *gw, const char *pos, json
 static int ms_cornerstone_api_add_auth(ms_gateway_t *gw, struct curl_slist **hdrs,
                                        char *errstr, size_t errstr_size)
 {
-        const ms_gateway_conf_t *conf = ms_gateway_conf(gw);
-        char *line = NULL;
-        int rc = 0;
-
-        if (asprintf(&line, "X-Api-Key: %s", conf->api_key) < 0) {
-                line = NULL;
-                goto oom;
-        }
-        struct curl_slist *n = curl_slist_append(*hdrs, line);
-        if (!n)
-                goto oom;
-        *hdrs = n;
-        goto out;
-oom:
-        snprintf(errstr, errstr_size, "out of memory");
-        rc = MS_ERR_GENERIC;
-out:
-        if (line) {
-                /* libcurl copied it; do not leave the key in freed memory. */
-                explicit_bzero(line, strlen(line));
-                free(line);
-        }
-        return rc;
+        return ms_gateway_add_secret_header(
+            hdrs, "X-Api-Key: ", ms_gateway_conf(gw)->api_key, errstr, errstr_size);
 }
 
 static int ms_cornerstone_api_refresh_auth(ms_gateway_t *gw, char *errstr,

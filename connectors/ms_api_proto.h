@@ -84,4 +84,10 @@ void *ms_gateway_proto_state(ms_gateway_t *gw);
 /* URL-escapes s (RFC 3986 unreserved characters kept); malloc'ed, NULL on
  * allocation failure. */
 char *ms_gateway_escape(const char *s);
+
+/* Appends the header line "<prefix><secret>" (prefix e.g. "X-Api-Key: ") to *hdrs.
+ * libcurl copies it; the formatted line is wiped before it is freed, so the secret is not
+ * left in freed memory.  Returns 0 or MS_ERR_GENERIC (out of memory). */
+int ms_gateway_add_secret_header(struct curl_slist **hdrs, const char *prefix,
+                                 const char *secret, char *errstr, size_t errstr_size);
 #endif

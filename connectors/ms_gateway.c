@@ -793,3 +793,22 @@ void ms_gateway_get_stats(const ms_gateway_t *gw, ms_gateway_stats_t *out)
 {
         *out = gw->stats;
 }
+
+int ms_gateway_add_secret_header(struct curl_slist **hdrs, const char *prefix,
+                                 const char *secret, char *errstr, size_t errstr_size)
+{
+        char *line = NULL;
+        if (asprintf(&line, "%s%s", prefix, secret) < 0) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return MS_ERR_GENERIC;
+        }
+        struct curl_slist *n = curl_slist_append(*hdrs, line);
+        explicit_bzero(line, strlen(line));
+        free(line);
+        if (!n) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return MS_ERR_GENERIC;
+        }
+        *hdrs = n;
+        return 0;
+}

@@ -235,6 +235,32 @@ static int dead_letter(ms_consumer_t *c, const rd_kafka_message_t *m, const char
         json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s}", "dlq_error", why, "dlq_topic",
                               rd_kafka_topic_name(m->rkt), "dlq_partition", part,
                               "dlq_offset", off, "dlq_consumer", c->group);
+        if (!h) /* the reason quoted bytes that are not UTF-8 */
+                h = json_pack("{s:s, s:s, s:s, s:s, s:s}", "dlq_error",
+                              "undecodable message (reason not printable)", "dlq_topic",
+                              rd_kafka_topic_name(m->rkt), "dlq_partition", part,
+                              "dlq_offset", off, "dlq_consumer", c->group);
+        /* The original headers travel along (ce_id and the rest, for
+         * tracing); a header that is not valid UTF-8 text is left out, the
+         * value bytes themselves are kept whole. */
+        rd_kafka_headers_t *orig = NULL;
+        if (h && rd_kafka_message_headers(m, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                const char *name;
+                const void *val;
+                size_t len;
+                for (size_t i = 0;
+                     rd_kafka_header_get_all(orig, i, &name, &val, &len) == 0; i++) {
+                        /* A NUL would not survive jsonb (the outbox's
+                         * headers column): such a header is left out. */
+                        json_t *v = val && memchr(val, 0, len)
+                                        ? NULL
+                                        : json_stringn(val ? val : "", val ? len : 0);
+                        if (v && strncmp(name, "dlq_", 4) != 0)
+                                json_object_set_new(h, name, v);
+                        else
+                                json_decref(v);
+                }
+        }
         char *key = NULL;
         if (m->key) {
                 key = strndup(m->key, m->key_len);

@@ -180,12 +180,25 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         const char *rid = jstr(req, "request_id"), *org = jstr(req, "org_id");
         const char *integ = jstr(req, "integration"), *trigger = jstr(req, "trigger");
         ms_log_ctx_set(NULL, org);
-        if (!ms_uuid_valid(rid) || !org || !*org || strlen(org) > 128) {
-                /* Without a usable request id or org there is no row to
-                 * record a decision in: treat it as undecodable. */
-                snprintf(errstr, errstr_size,
-                         "SyncRequested without a valid request_id/org_id");
+        if (!org || !*org || strlen(org) > 128) {
+                /* Without a usable org there is nobody to answer (sync-events
+                 * are keyed by org): treat it as undecodable. */
+                snprintf(errstr, errstr_size, "SyncRequested without a valid org_id");
                 rc = MS_ERR_DECODE;
+                goto out;
+        }
+        if (!ms_uuid_valid(rid)) {
+                /* The org can be told, but there is no request id to record
+                 * the decision under (or to dedupe a replay by): answer
+                 * INVALID and keep no row. */
+                json_t *payload = json_pack("{s:s, s:s, s:n, s:n}", "reason", "INVALID",
+                                            "message", "the request_id is not a UUID",
+                                            "next_allowed_at", "existing_job_id");
+                ms_log_warn("request with an invalid request_id rejected: INVALID");
+                rc = emit_event(ctx, ob, org, integ,
+                                sync_event_new(org, integ, NULL, NULL, 0, ms_now_ms(),
+                                               "SyncRejected", payload),
+                                "SyncRejected", errstr, errstr_size);
                 goto out;
         }
 

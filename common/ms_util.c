@@ -79,17 +79,34 @@ void ms_iso8601(int64_t epoch_ms, char *buf, size_t size)
                  (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), ms);
 }
 
-static int parse_digits(const char **p, int n, int *out)
+int ms_digits(const char *s, size_t n, int *out)
 {
         int v = 0;
-        for (int i = 0; i < n; i++) {
-                if ((*p)[i] < '0' || (*p)[i] > '9')
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
                         return -1;
-                v = v * 10 + ((*p)[i] - '0');
+                v = v * 10 + (s[i] - '0');
         }
-        *p += n;
         *out = v;
         return 0;
+}
+
+static int parse_digits(const char **p, int n, int *out)
+{
+        if (ms_digits(*p, (size_t)n, out))
+                return -1;
+        *p += n;
+        return 0;
+}
+
+int ms_iso8601_parse_n(const char *s, size_t len, int64_t *epoch_ms)
+{
+        char buf[64];
+        if (len >= sizeof(buf) || memchr(s, '\0', len))
+                return -1;
+        memcpy(buf, s, len);
+        buf[len] = '\0';
+        return ms_iso8601_parse(buf, epoch_ms);
 }
 
 int ms_iso8601_parse(const char *s, int64_t *epoch_ms)

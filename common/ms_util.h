@@ -25,6 +25,12 @@ void ms_sleep_ms(int64_t ms);
 void ms_iso8601(int64_t epoch_ms, char *buf, size_t size);
 /* Parses RFC 3339 (Z or +hh:mm offset, optional fraction); returns 0 or -1. */
 int ms_iso8601_parse(const char *s, int64_t *epoch_ms);
+/* The same for len bytes that need not be NUL-terminated (a JSON string);
+ * a NUL inside them is an error rather than a hidden end. */
+int ms_iso8601_parse_n(const char *s, size_t len, int64_t *epoch_ms);
+
+/* Reads exactly n ASCII digits at s into *out; returns 0 or -1. */
+int ms_digits(const char *s, size_t n, int *out);
 
 /* New random (v4) UUID as 36 characters + NUL. */
 void ms_uuid_new(char out[37]);

@@ -19,18 +19,6 @@
 
 #include <string.h>
 
-static int cn_digits(const char *s, size_t n, int *out)
-{
-        int v = 0;
-        for (size_t i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -1;
-                v = v * 10 + (s[i] - '0');
-        }
-        *out = v;
-        return 0;
-}
-
 static int cn_parse_date(const char *s, size_t len, int *y, int *m, int *d)
 {
         const char *dot1 = memchr(s, '.', len);
@@ -44,8 +32,8 @@ static int cn_parse_date(const char *s, size_t len, int *y, int *m, int *d)
                 return -1;
         size_t ml = (size_t)(dot2 - rest);
         size_t yl = rlen - ml - 1;
-        if (dl < 1 || dl > 2 || ml < 1 || ml > 2 || yl != 4 || cn_digits(s, dl, d) ||
-            cn_digits(rest, ml, m) || cn_digits(dot2 + 1, yl, y))
+        if (dl < 1 || dl > 2 || ml < 1 || ml > 2 || yl != 4 || ms_digits(s, dl, d) ||
+            ms_digits(rest, ml, m) || ms_digits(dot2 + 1, yl, y))
                 return -1;
         return 0;
 }
@@ -87,12 +75,7 @@ static int cn_parse_time(const char *s, size_t len, int64_t *epoch_ms)
                 *epoch_ms = ms_consio_map_oslo_to_utc(local);
                 return 0;
         }
-        char buf[64];
-        if (len >= sizeof buf || memchr(s, '\0', len))
-                return -1;
-        memcpy(buf, s, len);
-        buf[len] = '\0';
-        return ms_iso8601_parse(buf, epoch_ms);
+        return ms_iso8601_parse_n(s, len, epoch_ms);
 }
 
 const ms_canon_rules_t ms_consio_map_rules = {

@@ -12,36 +12,17 @@
 
 #include <string.h>
 
-static int cs_digits(const char *s, int n, int *out)
-{
-        int v = 0;
-        for (int i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -1;
-                v = v * 10 + (s[i] - '0');
-        }
-        *out = v;
-        return 0;
-}
-
 static int cs_parse_date(const char *s, size_t len, int *y, int *m, int *d)
 {
-        if (len != 10 || s[4] != '-' || s[7] != '-' || cs_digits(s, 4, y) ||
-            cs_digits(s + 5, 2, m) || cs_digits(s + 8, 2, d))
+        if (len != 10 || s[4] != '-' || s[7] != '-' || ms_digits(s, 4, y) ||
+            ms_digits(s + 5, 2, m) || ms_digits(s + 8, 2, d))
                 return -1;
         return 0;
 }
 
 static int cs_parse_time(const char *s, size_t len, int64_t *epoch_ms)
 {
-        char buf[64];
-        /* ms_iso8601_parse wants a C string; a NUL inside the JSON string
-         * would otherwise hide trailing garbage. */
-        if (len >= sizeof buf || memchr(s, '\0', len))
-                return -1;
-        memcpy(buf, s, len);
-        buf[len] = '\0';
-        return ms_iso8601_parse(buf, epoch_ms);
+        return ms_iso8601_parse_n(s, len, epoch_ms);
 }
 
 const ms_canon_rules_t ms_cornerstone_map_rules = {

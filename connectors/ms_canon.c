@@ -455,26 +455,13 @@ void ms_canon_in_local(ms_canon_input_t *in, const json_t *la, const char *idkey
         ms_canon_in_text(in, MS_CANON_F_LA_NAME, json_object_get(la, namekey));
 }
 
-static int parse_digits(const char *s, int n, int *out)
-{
-        int v = 0;
-        for (int i = 0; i < n; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -1;
-                v = v * 10 + (s[i] - '0');
-        }
-        *out = v;
-        return 0;
-}
-
 int ms_canon_parse_local_datetime(const char *s, size_t len, int64_t *local_ms)
 {
         int y, mo, d, h, mi, se, frac = 0;
-        if (len < 19 || parse_digits(s, 4, &y) || s[4] != '-' ||
-            parse_digits(s + 5, 2, &mo) || s[7] != '-' || parse_digits(s + 8, 2, &d) ||
-            (s[10] != ' ' && s[10] != 'T') || parse_digits(s + 11, 2, &h) ||
-            s[13] != ':' || parse_digits(s + 14, 2, &mi) || s[16] != ':' ||
-            parse_digits(s + 17, 2, &se))
+        if (len < 19 || ms_digits(s, 4, &y) || s[4] != '-' || ms_digits(s + 5, 2, &mo) ||
+            s[7] != '-' || ms_digits(s + 8, 2, &d) || (s[10] != ' ' && s[10] != 'T') ||
+            ms_digits(s + 11, 2, &h) || s[13] != ':' || ms_digits(s + 14, 2, &mi) ||
+            s[16] != ':' || ms_digits(s + 17, 2, &se))
                 return -1;
         if (!ms_date_valid(y, mo, d) || h > 23 || mi > 59 || se > 59)
                 return -1;

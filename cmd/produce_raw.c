@@ -2,18 +2,50 @@
  * KEY HEXBYTES [NAME=VALUE ...]` produces one message with exactly the given
  * bytes, so a test can put undecodable or unknown-schema messages on an
  * input topic and watch them go to the DLQ.  KEY "-" means no key; HEXBYTES
- * "-" means a null value (a tombstone), "" an empty one.  Further arguments
- * are headers.  Waits for the broker's acknowledgement; exit status 0 when
- * delivered, 1 when not, 2 on usage errors.  Not in --help on purpose: it is
- * a test tool, not an operation. */
+ * "-" means a null value (a tombstone), "" an empty one.  HEXBYTES may also
+ * be "avro:SCHEMA:JSON": the JSON encoded as that event schema with the
+ * configured framing, for events that decode but carry values no real
+ * producer writes (a job id that is no UUID, a time far out of range).
+ * Further arguments are headers.  Waits for the broker's acknowledgement; exit status 0
+ * when delivered, 1 when not, 2 on usage errors.  Not in --help on purpose: it is a test
+ * tool, not an operation. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ms_avro.h"
 #include "ms_conf.h"
 #include "ms_kafka.h"
 #include "ms_util.h"
+
+/* "SCHEMA:JSON" -> Avro bytes (malloc'ed) in the configured framing. */
+static int encode_json(const ms_conf_t *conf, const char *topic, const char *spec,
+                       unsigned char **out, size_t *len, char *errstr, size_t errstr_size)
+{
+        const char *colon = strchr(spec, ':');
+        if (!colon) {
+                snprintf(errstr, errstr_size, "expected avro:SCHEMA:JSON");
+                return -1;
+        }
+        char name[64];
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - spec), spec);
+        json_error_t jerr;
+        json_t *v = json_loads(colon + 1, 0, &jerr);
+        if (!v) {
+                snprintf(errstr, errstr_size, "JSON: %s", jerr.text);
+                return -1;
+        }
+        ms_avro_t *codec = NULL;
+        int rc = ms_avro_new(
+            conf->kafka_schema_registry_url[0] ? conf->kafka_schema_registry_url : NULL,
+            &codec, errstr, errstr_size);
+        if (!rc)
+                rc = ms_avro_encode(codec, name, topic, v, out, len, errstr, errstr_size);
+        ms_avro_destroy(codec);
+        json_decref(v);
+        return rc;
+}
 
 int ms_cli_produce_raw(const ms_conf_t *conf, int argc, char **argv);
 
@@ -59,19 +91,24 @@ static int unhex(const char *s, unsigned char **out, size_t *len)
 int ms_cli_produce_raw(const ms_conf_t *conf, int argc, char **argv)
 {
         if (argc < 4) {
-                fprintf(stderr, "usage: membersync produce-raw TOPIC KEY|- HEXBYTES|- "
-                                "[NAME=VALUE ...]\n");
+                fprintf(stderr, "usage: membersync produce-raw TOPIC KEY|- "
+                                "HEXBYTES|-|avro:SCHEMA:JSON [NAME=VALUE ...]\n");
                 return 2;
         }
         const char *topic = argv[1], *key = strcmp(argv[2], "-") == 0 ? NULL : argv[2];
         unsigned char *val = NULL;
         size_t len = 0;
         int null_value = strcmp(argv[3], "-") == 0;
-        if (!null_value && unhex(argv[3], &val, &len)) {
+        char err[512];
+        if (strncmp(argv[3], "avro:", 5) == 0) {
+                if (encode_json(conf, topic, argv[3] + 5, &val, &len, err, sizeof(err))) {
+                        fprintf(stderr, "membersync produce-raw: %s\n", err);
+                        return 2;
+                }
+        } else if (!null_value && unhex(argv[3], &val, &len)) {
                 fprintf(stderr, "membersync produce-raw: HEXBYTES is not hex\n");
                 return 2;
         }
-        char err[512];
         int status = 0, rc = 1;
         rd_kafka_headers_t *h = rd_kafka_headers_new(8);
         for (int a = 4; a < argc; a++) {

@@ -53,7 +53,11 @@ typedef struct job {
         int fetch_complete;
         long long seq, processed, created, updated, unchanged, deactivated, errors,
             warnings;
-        long long source_total; /* -1 unknown */
+        long long source_total; /* -1 unknown; the total of the job's first page */
+        /* A later page reported another total than source_total: the source
+         * changed while we paged (issue 4). */
+        long long total_changed_to;
+        int total_changed;
         long long total_estimate;
         double rate_ewma;
         int64_t last_progress_ms;
@@ -545,7 +549,14 @@ static int finish_job(job_t *j, const rd_kafka_message_t *m, const char *failure
         if ((rc = ms_pg_begin(j->pg, errstr, errstr_size)))
                 goto out;
         if (!failure) {
-                if (j->source_total >= 0 && j->processed == j->source_total) {
+                if (j->total_changed) {
+                        ms_canon_issue_t is = {"DEACTIVATION_SKIPPED", "", ""};
+                        snprintf(is.message, sizeof(is.message),
+                                 "the source's total changed from %lld to %lld during "
+                                 "the sync: nobody deactivated",
+                                 j->source_total, j->total_changed_to);
+                        add_issue_row(issues, j, "WARNING", &is, NULL, -1);
+                } else if (j->source_total >= 0 && j->processed == j->source_total) {
                         if ((rc = deactivate_unseen(j, &guard, issues, errstr,
                                                     errstr_size)))
                                 goto out;
@@ -886,8 +897,28 @@ static int handle_job(void *opaque, ms_consumer_t *c, PGconn *pg,
                 int64_t t1 = ms_mono_ms();
                 j.t_fetch += t1 - t0;
                 if ((rc = ms_pg_begin(pg, errstr, errstr_size)) == 0) {
-                        if (page.total_count >= 0)
+                        /* The completeness check compares with the total
+                         * the source reported for the job's first page, kept
+                         * in sync_jobs so a resumed run compares with it
+                         * too.  A total that moves while we page means
+                         * members were inserted or removed under
+                         * page-number paging: the pages after the change
+                         * are shifted, some members are never served, and
+                         * "received == total" no longer proves that everyone
+                         * was seen, so deactivation is skipped (issue 4). */
+                        if (page.total_count >= 0 && j.source_total < 0) {
                                 j.source_total = page.total_count;
+                        } else if (page.total_count >= 0 &&
+                                   page.total_count != j.source_total &&
+                                   !j.total_changed) {
+                                j.total_changed = 1;
+                                j.total_changed_to = page.total_count;
+                                ms_log_warn(
+                                    "job %s: the source's total changed from %lld "
+                                    "to %lld during the sync",
+                                    j.job_id, j.source_total,
+                                    (long long)page.total_count);
+                        }
                         rc = process_page(&j, page.items, errstr, errstr_size);
                         if (!rc) {
                                 /* Rate over a whole page cycle (wait + work):

@@ -181,6 +181,41 @@ static int apply_rejection(PGconn *pg, const json_t *ev, const json_t *pl, int *
         return rc;
 }
 
+/* Epoch ms of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z. */
+#define PROJ_TIME_MIN (-62135596800000LL)
+#define PROJ_TIME_MAX 253402300799999LL
+
+/* An event that decodes can still carry values PostgreSQL refuses: a job id
+ * that is not a UUID, a time outside the years 1..9999.  Retrying those can
+ * never succeed and would stall every event behind them on the partition,
+ * so they are refused here as undecodable and dead-lettered (issue 4). */
+static int event_valid(const json_t *ev, const json_t *pl, char *errstr,
+                       size_t errstr_size)
+{
+        static const char *const times[] = {"started_at", "eta_at", "finished_at",
+                                            "next_allowed_at", "queued_at"};
+        const char *job_id = jstr(ev, "job_id");
+        if (job_id && !ms_uuid_valid(job_id)) {
+                snprintf(errstr, errstr_size, "SyncEvent job_id is not a UUID");
+                return MS_ERR_DECODE;
+        }
+        json_int_t at = json_integer_value(json_object_get(ev, "occurred_at"));
+        if (at < PROJ_TIME_MIN || at > PROJ_TIME_MAX) {
+                snprintf(errstr, errstr_size, "SyncEvent occurred_at out of range");
+                return MS_ERR_DECODE;
+        }
+        for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+                json_t *v = json_object_get(pl, times[i]);
+                if (json_is_integer(v) && (json_integer_value(v) < PROJ_TIME_MIN ||
+                                           json_integer_value(v) > PROJ_TIME_MAX)) {
+                        snprintf(errstr, errstr_size, "SyncEvent %s out of range",
+                                 times[i]);
+                        return MS_ERR_DECODE;
+                }
+        }
+        return 0;
+}
+
 static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_message_t *m,
                   ms_outbox_t *ob, char *errstr, size_t errstr_size)
 {
@@ -199,6 +234,8 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
         if (!branch) {
                 snprintf(errstr, errstr_size, "SyncEvent without payload");
                 rc = MS_ERR_DECODE;
+        } else if ((rc = event_valid(ev, pl, errstr, errstr_size))) {
+                /* dead-lettered by the framework */
         } else if (strcmp(branch, "SyncRejected") == 0) {
                 rc = apply_rejection(pg, ev, pl, &changed, errstr, errstr_size);
         } else {

@@ -15,6 +15,11 @@
 #include "ms_roles.h"
 #include "ms_util.h"
 
+/* Epoch ms of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z: the times
+ * PostgreSQL and ms_iso8601 both handle. */
+#define RL_TIME_MIN (-62135596800000LL)
+#define RL_TIME_MAX 253402300799999LL
+
 typedef struct rl_ctx {
         const ms_conf_t *conf;
         ms_avro_t *codec;
@@ -187,17 +192,27 @@ static int handle(void *opaque, ms_consumer_t *c, PGconn *pg, const rd_kafka_mes
                 rc = MS_ERR_DECODE;
                 goto out;
         }
-        if (!ms_uuid_valid(rid)) {
-                /* The org can be told, but there is no request id to record
-                 * the decision under (or to dedupe a replay by): answer
-                 * INVALID and keep no row. */
-                json_t *payload = json_pack("{s:s, s:s, s:n, s:n}", "reason", "INVALID",
-                                            "message", "the request_id is not a UUID",
-                                            "next_allowed_at", "existing_job_id");
-                ms_log_warn("request with an invalid request_id rejected: INVALID");
+        /* requested_at goes into a timestamptz column: a value outside the
+         * years 1..9999 makes PostgreSQL refuse the decision, and a retry
+         * could never succeed, stalling the partition for good (issue 4). */
+        json_int_t req_at = json_integer_value(json_object_get(req, "requested_at"));
+        const char *invalid =
+            !ms_uuid_valid(rid) ? "the request_id is not a UUID"
+            : req_at < RL_TIME_MIN || req_at > RL_TIME_MAX
+                ? "requested_at is not a time between the years 1 and 9999"
+                : NULL;
+        if (invalid) {
+                /* The org can be told, but there is no usable request to
+                 * record the decision under (or to dedupe a replay by):
+                 * answer INVALID and keep no row. */
+                json_t *payload =
+                    json_pack("{s:s, s:s, s:n, s:n}", "reason", "INVALID", "message",
+                              invalid, "next_allowed_at", "existing_job_id");
+                ms_log_warn("request rejected: INVALID: %s", invalid);
                 rc = emit_event(ctx, ob, org, integ,
-                                sync_event_new(org, integ, NULL, NULL, 0, ms_now_ms(),
-                                               "SyncRejected", payload),
+                                sync_event_new(org, integ, NULL,
+                                               ms_uuid_valid(rid) ? rid : NULL, 0,
+                                               ms_now_ms(), "SyncRejected", payload),
                                 "SyncRejected", errstr, errstr_size);
                 goto out;
         }

@@ -245,6 +245,16 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                                                      "Outbox rows not yet published",
                                                      NULL, (double)depth);
                 }
+                if (pg && have_lock && PQstatus(pg) != CONNECTION_OK) {
+                        /* ms_pg_ensure reconnects with PQreset, which opens a
+                         * new session: the session-level publish lock died
+                         * with the old one.  Take it again before publishing,
+                         * or this relay and a standby that took the lock
+                         * meanwhile would both publish (issue 4). */
+                        have_lock = 0;
+                        ms_log_warn("relay: connection to PostgreSQL lost; the publish "
+                                    "lock must be taken again");
+                }
                 if (!pg || !ms_pg_ensure(pg)) {
                         if (!pg)
                                 pg = ms_pg_connect(conf->pg_dsn, "relay", err,

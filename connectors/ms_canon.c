@@ -157,7 +157,11 @@ static size_t utf8_decode(const unsigned char *s, size_t len, int32_t *cp)
                         return 0;
                 int32_t v = (int32_t)(((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) |
                                       (s[2] & 0x3Fu));
-                if (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF))
+                /* U+FFFD is the gateway's stand-in for bytes that were not
+                 * UTF-8 on the wire (ms_gateway repairs the body so that one
+                 * bad record does not fail the page): treated as the invalid
+                 * text it replaced. */
+                if (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF) || v == 0xFFFD)
                         return 0;
                 *cp = v;
                 return 3;

@@ -172,6 +172,82 @@ static int gw_hash_dump_cb(const char *buffer, size_t size, void *data)
 /* Fingerprint of a page for the "did not advance" check: the count and the
  * first and last records.  A page that repeats the previous one matches;
  * hashing every record cost 6% of the connector's CPU for nothing more. */
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0. */
+static size_t gw_utf8_len(const unsigned char *s, size_t len)
+{
+        unsigned c = s[0];
+        size_t n = c < 0x80   ? 1
+                   : c < 0xC2 ? 0
+                   : c < 0xE0 ? 2
+                   : c < 0xF0 ? 3
+                   : c < 0xF5 ? 4
+                              : 0;
+        if (n == 0 || n > len)
+                return 0;
+        for (size_t i = 1; i < n; i++)
+                if ((s[i] & 0xC0) != 0x80)
+                        return 0;
+        if (n == 3) {
+                unsigned v = ((c & 0x0Fu) << 12) | ((s[1] & 0x3Fu) << 6) | (s[2] & 0x3Fu);
+                if (v < 0x800 || (v >= 0xD800 && v <= 0xDFFF))
+                        return 0;
+        } else if (n == 4) {
+                unsigned v = ((c & 0x07u) << 18) | ((s[1] & 0x3Fu) << 12) |
+                             ((s[2] & 0x3Fu) << 6) | (s[3] & 0x3Fu);
+                if (v < 0x10000 || v > 0x10FFFF)
+                        return 0;
+        }
+        return n;
+}
+
+/* A member system that sends one record with bytes that are not UTF-8
+ * (Latin-1 "ø", say) makes the whole body unparseable for jansson, which
+ * would fail every retry and the job.  Replacing each bad byte with U+FFFD
+ * lets the page parse; the record rules treat U+FFFD as the invalid text it
+ * stands for (MALFORMED, or MISSING_ID in the id), so only that record is
+ * skipped.  Returns NULL when the body was valid UTF-8 or still does not
+ * parse (then it is a truncated or broken body, retried as before). */
+static json_t *gw_load_repaired(const char *buf, size_t len, json_error_t *jerr)
+{
+        const unsigned char *p = (const unsigned char *)buf;
+        size_t bad = 0;
+        for (size_t i = 0; i < len;) {
+                size_t n = gw_utf8_len(p + i, len - i);
+                if (n == 0) {
+                        bad++;
+                        i++;
+                } else {
+                        i += n;
+                }
+        }
+        if (bad == 0)
+                return NULL;
+        char *fixed = malloc(len + bad * 2 + 1);
+        if (!fixed)
+                return NULL;
+        size_t o = 0;
+        for (size_t i = 0; i < len;) {
+                size_t n = gw_utf8_len(p + i, len - i);
+                if (n == 0) {
+                        memcpy(fixed + o, "\xEF\xBF\xBD", 3);
+                        o += 3;
+                        i++;
+                } else {
+                        memcpy(fixed + o, p + i, n);
+                        o += n;
+                        i += n;
+                }
+        }
+        json_t *body = json_loadb(fixed, o, JSON_ALLOW_NUL, jerr);
+        free(fixed);
+        if (body)
+                ms_log_warn(
+                    "member API body had %zu byte(s) that are not UTF-8; replaced so "
+                    "the page parses (those records become MALFORMED)",
+                    bad);
+        return body;
+}
+
 static uint64_t gw_items_hash(const json_t *items)
 {
         uint64_t h = GW_FNV_OFFSET;
@@ -443,6 +519,8 @@ int ms_gateway_call(ms_gateway_t *gw, const ms_gw_request_t *req, char *errstr,
                         json_decref(body);
                         body = json_loadb(gw->buf ? gw->buf : "", gw->len, JSON_ALLOW_NUL,
                                           &jerr);
+                        if (!body && gw->buf)
+                                body = gw_load_repaired(gw->buf, gw->len, &jerr);
                         if (!body) {
                                 /* Most likely a body cut off on the way. */
                                 snprintf(reason, sizeof(reason),

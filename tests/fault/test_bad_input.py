@@ -341,19 +341,14 @@ def test_hostile_member_records_become_errors_and_warnings(svc):
         s2["outcome"], s2["records_synced"], json.dumps(s2["errors_by_code"]),
         s2["failure_reason"])
     p.check(org2)
-    if s2["outcome"] == "FAILED" and os.environ.get("MS_FAULT_STRICT") != "1":
-        # KNOWN GAP, reported (issue 4): the gateway parses the whole body
-        # with jansson, which refuses bytes that are not UTF-8, so one such
-        # record fails its page and the sync.  The fix belongs to
-        # connectors/ms_gateway.c (repair invalid sequences before parsing,
-        # e.g. to U+FFFD, and let ms_canon flag them as MALFORMED).  Set
-        # MS_FAULT_STRICT=1 to make this test fail until then.
-        say("KNOWN GAP: non-UTF-8 bytes on the wire fail the page (ms_gateway.c); "
-            "not asserted unless MS_FAULT_STRICT=1")
-        p.stop_roles()
-        return
-    assert s2["outcome"] != "FAILED", s2
-    assert s2["records_synced"] >= 1, s2
+    # The gateway replaces the bad bytes so the page parses, and the record
+    # rules make that one record MALFORMED; the other record syncs.
+    assert s2["outcome"] == "PARTIAL", s2
+    assert s2["records_synced"] == 1, s2
+    assert s2["errors_by_code"].get("MALFORMED") == 1, s2
+    assert p.query("select count(*) from membersync.sync_errors e join membersync.sync_jobs j "
+                   "using (job_id) where j.org_id = :'p1' and e.code = 'MALFORMED' and "
+                   "e.external_id = 'h-latin1'", org2)[0][0] == "1"
     p.stop_roles()
 
 

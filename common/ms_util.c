@@ -69,6 +69,12 @@ int ms_date_valid(int y, int m, int d)
 
 void ms_iso8601(int64_t epoch_ms, char *buf, size_t size)
 {
+        /* Clamped to years 1..9999, the range ISO 8601 and PostgreSQL agree
+         * on; also keeps the arithmetic below from overflowing. */
+        if (epoch_ms < -62135596800000LL)
+                epoch_ms = -62135596800000LL;
+        if (epoch_ms > 253402300799999LL)
+                epoch_ms = 253402300799999LL;
         int64_t secs = epoch_ms >= 0 ? epoch_ms / 1000 : (epoch_ms - 999) / 1000;
         int ms = (int)(epoch_ms - secs * 1000);
         int32_t days = (int32_t)(secs >= 0 ? secs / 86400 : (secs - 86399) / 86400);

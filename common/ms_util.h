@@ -21,7 +21,8 @@ int64_t ms_now_ms(void);
 int64_t ms_mono_ms(void);
 void ms_sleep_ms(int64_t ms);
 
-/* Formats epoch ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). */
+/* Formats epoch ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes);
+ * values outside years 1..9999 are clamped to that range. */
 void ms_iso8601(int64_t epoch_ms, char *buf, size_t size);
 /* Parses RFC 3339 (Z or +hh:mm offset, optional fraction); returns 0 or -1. */
 int ms_iso8601_parse(const char *s, int64_t *epoch_ms);

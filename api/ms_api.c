@@ -1139,8 +1139,8 @@ int ms_api_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                                   : NULL,
                               &api->codec, errstr, errstr_size)))
                 goto out;
-        api->rk = ms_kafka_producer_new(conf, "membersync-api", delivery_cb, NULL, errstr,
-                                        errstr_size);
+        api->rk = ms_kafka_producer_new(conf, "membersync-api", -1, delivery_cb, NULL,
+                                        errstr, errstr_size);
         if (!api->rk) {
                 rc = MS_ERR_KAFKA;
                 goto out;

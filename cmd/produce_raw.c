@@ -123,8 +123,8 @@ int ms_cli_produce_raw(const ms_conf_t *conf, int argc, char **argv)
                 }
                 rd_kafka_header_add(h, argv[a], eq - argv[a], eq + 1, -1);
         }
-        rd_kafka_t *rk = ms_kafka_producer_new(conf, "membersync-produce-raw", dr_cb,
-                                               NULL, err, sizeof(err));
+        rd_kafka_t *rk = ms_kafka_producer_new(conf, "membersync-produce-raw", 30000,
+                                               dr_cb, NULL, err, sizeof(err));
         if (!rk) {
                 fprintf(stderr, "membersync produce-raw: %s\n", err);
                 rd_kafka_headers_destroy(h);

@@ -75,6 +75,7 @@ rd_kafka_conf_t *ms_kafka_conf_new(const ms_conf_t *conf, const char *client_id,
 }
 
 rd_kafka_t *ms_kafka_producer_new(const ms_conf_t *conf, const char *client_id,
+                                  int message_timeout_ms,
                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
                                                 void *),
                                   void *opaque, char *errstr, size_t errstr_size)
@@ -88,6 +89,13 @@ rd_kafka_t *ms_kafka_producer_new(const ms_conf_t *conf, const char *client_id,
             ms_kafka_conf_set(kc, "linger.ms", "5", errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "compression.type", "lz4", errstr, errstr_size) ||
             ms_kafka_conf_set(kc, "partitioner", "murmur2_random", errstr, errstr_size)) {
+                rd_kafka_conf_destroy(kc);
+                return NULL;
+        }
+        char mt[24];
+        snprintf(mt, sizeof(mt), "%d", message_timeout_ms);
+        if (message_timeout_ms >= 0 &&
+            ms_kafka_conf_set(kc, "message.timeout.ms", mt, errstr, errstr_size)) {
                 rd_kafka_conf_destroy(kc);
                 return NULL;
         }

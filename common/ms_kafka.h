@@ -29,8 +29,10 @@ int ms_kafka_conf_set(rd_kafka_conf_t *kc, const char *name, const char *value,
                       char *errstr, size_t errstr_size);
 
 /* An idempotent producer (acks=all, ordered per partition).  dr_cb may be
- * NULL. */
+ * NULL.  message_timeout_ms: how long a message may wait for delivery before
+ * it fails (0 = never, -1 = librdkafka's default of 300 s). */
 rd_kafka_t *ms_kafka_producer_new(const ms_conf_t *conf, const char *client_id,
+                                  int message_timeout_ms,
                                   void (*dr_cb)(rd_kafka_t *, const rd_kafka_message_t *,
                                                 void *),
                                   void *opaque, char *errstr, size_t errstr_size);

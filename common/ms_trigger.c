@@ -83,8 +83,8 @@ int ms_trigger_publish(const ms_conf_t *conf, const char *source, json_t *req,
                 return rc;
         char client[80];
         snprintf(client, sizeof(client), "membersync-%s", source);
-        rk =
-            ms_kafka_producer_new(conf, client, oneshot_dr_cb, NULL, errstr, errstr_size);
+        rk = ms_kafka_producer_new(conf, client, 30000, oneshot_dr_cb, NULL, errstr,
+                                   errstr_size);
         if (!rk) {
                 rc = MS_ERR_KAFKA;
                 goto out;

@@ -6,6 +6,11 @@
  * crash between delivery and delete republishes the row: duplicates are
  * possible, loss is not, and every event carries a stable event id.
  *
+ * The producer never gives up on a message (message.timeout.ms=0): with the
+ * idempotent producer that keeps every partition's order even through a
+ * long broker outage, where a timed-out message retried later would land
+ * behind its successors.  The outbox simply waits meanwhile.
+ *
  * Only one relay publishes at a time (a PostgreSQL advisory lock), because
  * two would interleave rows of the same key; others wait as hot standbys. */
 #include <arpa/inet.h>
@@ -69,8 +74,10 @@ static int add_headers(rd_kafka_headers_t *hdrs, const char *json_text)
 }
 
 /* Publishes one batch; returns rows published (>= 0) or a negative error. */
-static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errstr,
-                         size_t errstr_size)
+/* beat: kept alive while deliveries are awaited, which may be long when the
+ * broker is away (the process is then healthy, only waiting). */
+static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size,
+                         ms_health_beat_t *beat, char *errstr, size_t errstr_size)
 {
         char lim[16];
         snprintf(lim, sizeof(lim), "%d", batch_size);
@@ -145,8 +152,10 @@ static int publish_batch(rd_kafka_t *rk, PGconn *pg, int batch_size, char *errst
                 b.pending++;
         }
         /* Wait for every delivery report of the batch. */
-        while (b.pending > 0 && !ms_stop)
+        while (b.pending > 0 && !ms_stop) {
                 rd_kafka_poll(rk, 100);
+                ms_health_beat(beat);
+        }
         if (b.pending > 0) {
                 /* Shutting down: let librdkafka finish what is in flight. */
                 rd_kafka_flush(rk, 10000);
@@ -228,7 +237,7 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
         }
         int64_t last_depth_ms = 0;
         rd_kafka_t *rk =
-            ms_kafka_producer_new(conf, "relay", dr_msg_cb, NULL, errstr, errstr_size);
+            ms_kafka_producer_new(conf, "relay", 0, dr_msg_cb, NULL, errstr, errstr_size);
         if (!rk)
                 return MS_ERR_KAFKA;
         int have_lock = 0;
@@ -281,7 +290,8 @@ int ms_relay_run(const ms_conf_t *conf, char *errstr, size_t errstr_size)
                         }
                         ms_log_info("relay: holding the publish lock");
                 }
-                int n = publish_batch(rk, pg, conf->relay_batch_size, err, sizeof(err));
+                int n = publish_batch(rk, pg, conf->relay_batch_size, &hs.beat, err,
+                                      sizeof(err));
                 if (n < 0) {
                         ms_log_error("%s", err);
                         ms_sleep_ms(backoff);

@@ -209,6 +209,10 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                         return 2;
                 }
         }
+        if (listen && !serve)
+                fprintf(stderr,
+                        "membersync dev: note: --listen matters with --serve (the API "
+                        "stops with the demo otherwise)\n");
         char err[1024];
         char secret_path[64] = "";
         rd_kafka_mock_cluster_t *mc = NULL;
@@ -327,11 +331,17 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
         for (int i = 0; i < 2 && !ms_stop; i++) {
                 char rid[37];
                 ms_uuid_new(rid);
+                /* Without --serve the demo shows Sync Now itself (MANUAL, as
+                 * the org's admin).  With --serve a person presses Sync Now in
+                 * the widget next, so the first syncs run as the nightly
+                 * schedule would and leave the manual window open. */
                 json_t *req = json_pack(
-                    "{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s}, s:I}", "request_id", rid,
+                    "{s:s, s:s, s:s, s:s, s:{s:s, s:s, s:s?}, s:I}", "request_id", rid,
                     "org_id", org, "integration", i == 0 ? "CORNERSTONE" : "CONSIO",
-                    "trigger", "MANUAL", "requested_by", "user_id", "demo-admin", "role",
-                    "ORG_ADMIN", "org_id", org, "requested_at", (json_int_t)ms_now_ms());
+                    "trigger", serve ? "SCHEDULED" : "MANUAL", "requested_by", "user_id",
+                    serve ? "scheduler" : "demo-admin", "role",
+                    serve ? "SYSTEM" : "ORG_ADMIN", "org_id", serve ? NULL : org,
+                    "requested_at", (json_int_t)ms_now_ms());
                 int prc = ms_cli_publish_request(conf, req, err, sizeof(err));
                 json_decref(req);
                 if (prc) {
@@ -339,8 +349,8 @@ int ms_cli_dev(ms_conf_t *conf, int argc, char **argv, const char *argv0)
                         rc = 1;
                         continue;
                 }
-                fprintf(stderr, "dev: Sync Now for %s (%d members)...\n", systems[i],
-                        members);
+                fprintf(stderr, "dev: %s sync of %s (%d members)...\n",
+                        serve ? "scheduled" : "Sync Now (manual)", systems[i], members);
                 int wrc = ms_cli_wait_job(conf, rid, 0, 600);
                 if (wrc != 0)
                         rc = 1;

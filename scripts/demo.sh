@@ -29,10 +29,12 @@ as_pg "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
 as_pg "$pg_bin/createdb" -h 127.0.0.1 -p "$port" -U postgres membersync
 echo "demo: PostgreSQL on 127.0.0.1:$port (removed on exit); Kafka: embedded mock cluster" >&2
 
-# Role logs (JSON lines) go to a file; the summaries are printed.
+# Role logs (JSON lines) go to a file; the summaries are printed as they come.
 export MEMBERSYNC_POSTGRES_DSN="postgresql://postgres@127.0.0.1:$port/membersync"
-"$build/membersync" --config "$root/config/membersync.conf" dev "$@" > "$dir/roles.log"
-status=$?
-grep -v '^{"ts"' "$dir/roles.log" || true
+set +e
+"$build/membersync" --config "$root/config/membersync.conf" dev "$@" |
+  tee "$dir/roles.log" | grep --line-buffered -v '^{"ts"'
+status=${PIPESTATUS[0]}
+set -e
 "$build/membersync" --config "$root/config/membersync.conf" status
 exit $status

@@ -9,7 +9,7 @@ mkdir -p "$cache"
 apt_pkgs=(build-essential cmake ninja-build pkg-config
   librdkafka-dev libavro-dev libcurl4-openssl-dev libpq-dev libconfig-dev
   libjansson-dev libmicrohttpd-dev libjwt-dev libutf8proc-dev uuid-dev
-  libcmocka-dev postgresql openjdk-17-jre-headless maven clang-format clang libclang-rt-14-dev
+  libcmocka-dev postgresql openjdk-17-jdk-headless maven clang-format clang libclang-rt-14-dev
   curl ca-certificates procps)
 
 missing=()
